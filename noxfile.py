@@ -1,0 +1,69 @@
+"""Task runner for the runcycles monorepo.
+
+``python -m nox`` runs lint, type checks and every package's tests (what CI runs).
+``python -m nox -s serve`` starts server-lite on the embedded store.
+``python -m nox -s bench`` runs the benchmarks (not part of the default run).
+
+Every session installs with uv into its own virtualenv under ``.nox/``. Sessions use the
+interpreter nox itself runs on, so a machine with one Python needs nothing else.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "uv"
+nox.options.reuse_venv = "yes"
+nox.options.error_on_external_run = True
+nox.options.sessions = ["lint", "typecheck", "server", "core"]
+
+CORE = "packages/runcycles-core"
+SERVER = "packages/runcycles-server-lite"
+
+# Typed packages checked with mypy --strict.
+TYPED = {
+    "runcycles_core": f"{CORE}/src/runcycles_core",
+    "runcycles_server_lite": f"{SERVER}/src/runcycles_server_lite",
+}
+
+
+def _pytest(session: nox.Session, *paths: str) -> None:
+    # pytest exits 5 when it collects nothing; nox treats any non-zero exit as a failure,
+    # so an empty run can never pass silently.
+    session.run("pytest", *paths, *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check over the whole tree."""
+    session.install("ruff>=0.8,<1")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on core and server-lite."""
+    session.install("mypy>=1.13,<2", "-e", f"{CORE}[test]", "-e", f"{SERVER}[test]")
+    session.run("mypy", *TYPED.values())
+
+
+@nox.session
+def server(session: nox.Session) -> None:
+    """server-lite tests against a real Redis (embedded, or REDIS_URL) over real HTTP."""
+    session.install("-e", f"{SERVER}[test]")
+    _pytest(session, f"{SERVER}/tests")
+
+
+@nox.session
+def core(session: nox.Session) -> None:
+    """runcycles-core tests: wire-level unit tests plus end-to-end against server-lite."""
+    session.install("-e", f"{CORE}[test]", "-e", f"{SERVER}[test]")
+    _pytest(session, f"{CORE}/tests")
+
+
+@nox.session
+def serve(session: nox.Session) -> None:
+    """Start server-lite on the embedded store (extra args go to the server CLI)."""
+    session.install("-e", SERVER)
+    session.run("runcycles-server-lite", *session.posargs)

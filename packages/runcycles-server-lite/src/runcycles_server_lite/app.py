@@ -1,0 +1,87 @@
+"""The Starlette application: runtime plane, admin plane and health, on one port."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from . import admin, runtime
+from .auth import Authenticator
+from .config import Settings
+from .http import JSONResponse, TraceMiddleware, http_exception_handler
+from .services import Services, services
+from .store import Store
+
+log = logging.getLogger("runcycles_server_lite")
+
+
+async def liveness(request: Request) -> Response:
+    return JSONResponse({"status": "UP"})
+
+
+async def readiness(request: Request) -> Response:
+    svc = services(request)
+    try:
+        ok = await svc.store.ping()
+    except Exception as exc:  # any store failure means not ready
+        log.warning("readiness: store ping failed: %s", exc)
+        ok = False
+    body = {"status": "UP" if ok else "DOWN", "components": {"redis": {"status": "UP" if ok else "DOWN"}}}
+    return JSONResponse(body, status_code=200 if ok else 503)
+
+
+def health_routes() -> list[BaseRoute]:
+    return [
+        Route("/actuator/health", readiness, methods=["GET"]),
+        Route("/actuator/health/readiness", readiness, methods=["GET"]),
+        Route("/actuator/health/liveness", liveness, methods=["GET"]),
+        Route("/readyz", readiness, methods=["GET"]),
+        Route("/healthz", liveness, methods=["GET"]),
+    ]
+
+
+def create_app(settings: Settings, *, admin_only: bool = False) -> Starlette:
+    """Build the app for ``settings``; ``settings.redis_url`` must be set.
+
+    The store connection opens lazily and closes on shutdown; background jobs (the expiry
+    sweeper) run for the app's lifetime. ``admin_only`` serves just the admin plane and health,
+    for a second ``--admin-port`` listener.
+    """
+    if not settings.redis_url:
+        raise ValueError("settings.redis_url is required (start the embedded store first)")
+    store = Store.from_url(settings.redis_url, prefix=settings.key_prefix)
+    svc = Services(
+        settings=settings,
+        store=store,
+        auth=Authenticator(store, settings.admin_api_key, settings.auth_cache_ttl_s),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            if not admin_only:
+                await stack.enter_async_context(runtime.background(svc))
+            try:
+                yield
+            finally:
+                await store.close()
+
+    routes: list[BaseRoute] = [*health_routes(), *admin.routes()]
+    if not admin_only:
+        routes += runtime.routes()
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(TraceMiddleware)],
+        exception_handlers={HTTPException: http_exception_handler},
+        lifespan=lifespan,
+    )
+    app.state.services = svc
+    return app

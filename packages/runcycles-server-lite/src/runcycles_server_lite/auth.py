@@ -1,0 +1,169 @@
+"""API-key and admin-key authentication.
+
+A tenant key (``X-Cycles-API-Key``) resolves to exactly one tenant. Secrets are never stored:
+``P:apikey:lookup:<sha256(secret)>`` maps the digest to ``"<tenant>\\n<key_id>"`` and the key
+record lives in the tenant's slot. Resolutions are cached in-process for a short time (the
+upper bound on revocation lag); a store outage is a 503, never a 401.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from dataclasses import dataclass
+
+import orjson
+from starlette.requests import Request
+
+from .errors import ProtocolError
+from .keys import secret_digest
+from .store import Store
+
+# Runtime permissions from the admin spec's Permission enum.
+RESERVATIONS_CREATE = "reservations:create"
+RESERVATIONS_COMMIT = "reservations:commit"
+RESERVATIONS_RELEASE = "reservations:release"
+RESERVATIONS_EXTEND = "reservations:extend"
+RESERVATIONS_LIST = "reservations:list"
+BALANCES_READ = "balances:read"
+BUDGETS_READ = "budgets:read"
+BUDGETS_WRITE = "budgets:write"
+
+# What a key gets when it is created without an explicit permission list.
+DEFAULT_PERMISSIONS: tuple[str, ...] = (
+    RESERVATIONS_CREATE,
+    RESERVATIONS_COMMIT,
+    RESERVATIONS_RELEASE,
+    RESERVATIONS_EXTEND,
+    RESERVATIONS_LIST,
+    BALANCES_READ,
+)
+
+_CACHE_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a tenant key, or the admin key acting on behalf of a tenant."""
+
+    tenant: str
+    key_id: str
+    permissions: frozenset[str]
+    is_admin: bool = False
+
+    def allows(self, permission: str) -> bool:
+        if self.is_admin or permission in self.permissions:
+            return True
+        # Wildcards per the admin spec: admin:write covers *:write, admin:read covers *:read.
+        if permission.endswith(":write"):
+            return "admin:write" in self.permissions
+        if permission.endswith(":read"):
+            return "admin:read" in self.permissions or "admin:write" in self.permissions
+        return False
+
+
+def _unauthorized(message: str) -> ProtocolError:
+    return ProtocolError("UNAUTHORIZED", message)
+
+
+class Authenticator:
+    """Resolves request credentials to a :class:`Principal`."""
+
+    def __init__(self, store: Store, admin_api_key: str | None, cache_ttl_s: float = 2.0) -> None:
+        self.store = store
+        self._admin_digest = secret_digest(admin_api_key).encode() if admin_api_key else None
+        self.cache_ttl_s = cache_ttl_s
+        # digest -> (expires_monotonic, principal)
+        self._cache: dict[str, tuple[float, Principal]] = {}
+
+    # -- admin ----------------------------------------------------------------------------
+    @property
+    def admin_enabled(self) -> bool:
+        return self._admin_digest is not None
+
+    def is_admin(self, request: Request) -> bool:
+        """True if the request carries the correct ``X-Admin-API-Key``; 401 if it carries a
+        wrong one (no fallthrough to tenant auth)."""
+        supplied = request.headers.get("x-admin-api-key")
+        if supplied is None:
+            return False
+        if self._admin_digest is None:
+            raise _unauthorized("admin API key is not configured on this server")
+        if not hmac.compare_digest(secret_digest(supplied).encode(), self._admin_digest):
+            raise _unauthorized("invalid admin API key")
+        return True
+
+    def require_admin(self, request: Request) -> None:
+        if not self.is_admin(request):
+            raise _unauthorized("missing X-Admin-API-Key header")
+
+    # -- tenant keys ----------------------------------------------------------------------
+    def invalidate(self, secret_or_digest: str | None = None) -> None:
+        """Drop cached resolutions (all, or one), e.g. after a key is revoked locally."""
+        if secret_or_digest is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(secret_or_digest, None)
+            self._cache.pop(secret_digest(secret_or_digest), None)
+
+    async def tenant(self, request: Request, permission: str | None = None) -> Principal:
+        """The tenant principal for ``X-Cycles-API-Key``, checked for ``permission``."""
+        secret = request.headers.get("x-cycles-api-key")
+        if not secret:
+            raise _unauthorized("missing X-Cycles-API-Key header")
+        principal = await self.resolve(secret)
+        if permission is not None and not principal.allows(permission):
+            raise ProtocolError(
+                "FORBIDDEN", f"API key {principal.key_id} lacks permission {permission}"
+            )
+        request.scope.setdefault("state", {})["tenant"] = principal.tenant
+        return principal
+
+    async def resolve(self, secret: str) -> Principal:
+        digest = secret_digest(secret)
+        now = time.monotonic()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        principal = await self._load(digest)
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache.clear()
+        self._cache[digest] = (now + self.cache_ttl_s, principal)
+        return principal
+
+    async def _load(self, digest: str) -> Principal:
+        keys = self.store.keys
+        r = self.store.redis
+        pointer = await r.get(keys.api_key_lookup(digest))
+        if not pointer:
+            raise _unauthorized("invalid API key")
+        tenant, _, key_id = str(pointer).partition("\n")
+        record, tenant_status = await _key_and_tenant(self.store, tenant, key_id)
+        if not record:
+            raise _unauthorized("invalid API key")
+        status = record.get("status", "ACTIVE")
+        if status != "ACTIVE":
+            raise _unauthorized(f"API key is {status.lower()}")
+        expires_at = record.get("expires_at")
+        if expires_at and int(expires_at) <= await self.store.time_ms():
+            raise _unauthorized("API key has expired")
+        if tenant_status is None:
+            raise _unauthorized("API key's tenant does not exist")
+        if tenant_status == "SUSPENDED":
+            raise _unauthorized("tenant is suspended")
+        # A CLOSED tenant still authenticates: reads keep working and every persisting call
+        # answers 409 TENANT_CLOSED from inside its script, as the protocol's guard requires.
+        try:
+            perms = orjson.loads(record.get("permissions_json") or "[]")
+        except orjson.JSONDecodeError:
+            perms = []
+        return Principal(tenant=tenant, key_id=key_id, permissions=frozenset(perms))
+
+
+async def _key_and_tenant(store: Store, tenant: str, key_id: str) -> tuple[dict[str, str], str | None]:
+    # Both keys share the tenant's slot: one pipelined round trip.
+    async with store.redis.pipeline(transaction=False) as pipe:
+        pipe.hgetall(store.keys.api_key(tenant, key_id))
+        pipe.hget(store.keys.tenant(tenant), "status")
+        record, status = await pipe.execute()
+    return dict(record or {}), status

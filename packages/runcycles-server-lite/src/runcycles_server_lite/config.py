@@ -1,0 +1,58 @@
+"""Server settings, from CLI flags and environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+DEFAULT_PORT = 7878
+
+
+def default_data_dir() -> Path:
+    """Where the embedded store keeps its AOF, socket and generated admin key."""
+    return Path(platformdirs.user_data_dir("runcycles-server-lite", appauthor=False))
+
+
+@dataclass(slots=True)
+class Settings:
+    """Everything the app needs to start. ``redis_url`` is set once the store is known."""
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    admin_port: int | None = None
+    data_dir: Path = field(default_factory=default_data_dir)
+    redis_url: str | None = None
+    key_prefix: str = "rc"
+    admin_api_key: str | None = None
+    workers: int = 1
+    log_level: str = "info"
+    # Expiry sweeper cadence and batch; several processes coordinate through a Redis lease.
+    sweep_interval_s: float = 1.0
+    sweep_batch: int = 200
+    # How long a resolved API key stays cached in-process (revocation lag upper bound).
+    auth_cache_ttl_s: float = 2.0
+    # How long finalized reservations (and their stored responses) are kept.
+    finalized_retention_ms: int = 30 * 24 * 3600 * 1000
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Settings from ``RUNCYCLES_*`` / ``REDIS_URL`` / ``ADMIN_API_KEY`` variables."""
+        s = cls()
+        env = os.environ
+        if "RUNCYCLES_HOST" in env:
+            s.host = env["RUNCYCLES_HOST"]
+        if "RUNCYCLES_PORT" in env:
+            s.port = int(env["RUNCYCLES_PORT"])
+        if "RUNCYCLES_DATA_DIR" in env:
+            s.data_dir = Path(env["RUNCYCLES_DATA_DIR"])
+        s.redis_url = env.get("REDIS_URL") or None
+        s.key_prefix = env.get("RUNCYCLES_KEY_PREFIX", s.key_prefix)
+        s.admin_api_key = env.get("ADMIN_API_KEY") or None
+        if "RUNCYCLES_SWEEP_INTERVAL_S" in env:
+            s.sweep_interval_s = float(env["RUNCYCLES_SWEEP_INTERVAL_S"])
+        if "RUNCYCLES_AUTH_CACHE_TTL_S" in env:
+            s.auth_cache_ttl_s = float(env["RUNCYCLES_AUTH_CACHE_TTL_S"])
+        return s

@@ -1,0 +1,149 @@
+"""Redis key layout: the one place that names keys.
+
+Every key that belongs to a tenant carries the hash tag ``{t:<tenant>}``, so all of one
+tenant's keys hash to one Redis Cluster slot and every Lua script (which only ever touches one
+tenant) runs unchanged on Cluster. Keys with no tenant (API-key lookups, the tenant index,
+leases) are touched by plain commands only, never inside a multi-key script.
+
+Layout (``P`` is the configurable prefix, ``rc`` by default; ``T`` the tenant id)::
+
+  P:{t:T}:tenant                     HASH  tenant record (see TENANT_FIELDS)
+  P:{t:T}:budget:<scope>:<UNIT>      HASH  ledger (see BUDGET_FIELDS); amounts int64 strings
+  P:{t:T}:budgets                    ZSET  score 0, member "<scope>|<UNIT>" (lex order, balances)
+  P:{t:T}:res:<reservation_id>       HASH  reservation record
+  P:{t:T}:res:idx                    ZSET  reservation id by created_at ms (listing)
+  P:{t:T}:res:exp                    ZSET  ACTIVE reservation id by expires_at + grace ms (sweeper)
+  P:{t:T}:idem:<endpoint>:<key>      HASH  idempotency record {hash, status, body, ...}
+  P:{t:T}:evt:<event_id>             HASH  direct-debit event record
+  P:{t:T}:apikeys                    ZSET  key_id by created_at ms
+  P:{t:T}:apikey:<key_id>            HASH  API key record (hash of the secret, never the secret)
+  P:{t:T}:audit                      ZSET  reserved for the audit log
+  P:apikey:lookup:<sha256(secret)>   STRING "<tenant>\\n<key_id>"
+  P:tenants                          ZSET  tenant id by created_at ms (admin listing, sweeper)
+  P:lease:<job>                      STRING lease owner token (PX)
+  P:admin:idem:<endpoint>:<key>      HASH  idempotency for admin calls with no tenant slot
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+SUBJECT_LEVELS: tuple[str, ...] = ("tenant", "workspace", "app", "workflow", "agent", "toolset")
+
+UNITS: tuple[str, ...] = ("USD_MICROCENTS", "TOKENS", "CREDITS", "RISK_POINTS")
+
+# Budget hash fields. Amount fields are int64 decimal strings, is_over_limit is "true"/"false",
+# status is ACTIVE | FROZEN | CLOSED. Ledger identity kept by every script:
+#   allocated = remaining + spent + reserved + debt
+BUDGET_AMOUNT_FIELDS: tuple[str, ...] = (
+    "allocated",
+    "remaining",
+    "reserved",
+    "spent",
+    "debt",
+    "overdraft_limit",
+)
+BUDGET_FIELDS: tuple[str, ...] = (
+    "ledger_id",
+    "tenant_id",
+    "scope",
+    "unit",
+    *BUDGET_AMOUNT_FIELDS,
+    "is_over_limit",
+    "status",
+    "commit_overage_policy",
+    "rollover_policy",
+    "caps_json",
+    "metadata_json",
+    "created_at",
+    "updated_at",
+)
+
+# Tenant hash fields. Timestamps are epoch ms strings; metadata_json is a JSON object.
+TENANT_FIELDS: tuple[str, ...] = (
+    "tenant_id",
+    "name",
+    "status",
+    "parent_tenant_id",
+    "default_commit_overage_policy",
+    "default_reservation_ttl_ms",
+    "max_reservation_ttl_ms",
+    "max_reservation_extensions",
+    "reservation_expiry_policy",
+    "metadata_json",
+    "created_at",
+    "updated_at",
+)
+
+
+def secret_digest(secret: str) -> str:
+    """SHA-256 hex of an API-key secret.
+
+    Secrets are 192-bit random tokens, so a fast hash is enough (bcrypt protects guessable
+    passwords, not random keys) and keeps auth on the hot path cheap.
+    """
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Builds key names under one prefix."""
+
+    prefix: str = "rc"
+
+    def tag(self, tenant: str) -> str:
+        return f"{self.prefix}:{{t:{tenant}}}"
+
+    # -- per tenant (one Cluster slot per tenant) -------------------------------------------
+    def tenant(self, tenant: str) -> str:
+        return f"{self.tag(tenant)}:tenant"
+
+    def budget(self, tenant: str, scope: str, unit: str) -> str:
+        return f"{self.tag(tenant)}:budget:{scope}:{unit}"
+
+    def budget_prefix(self, tenant: str) -> str:
+        return f"{self.tag(tenant)}:budget:"
+
+    def budgets(self, tenant: str) -> str:
+        return f"{self.tag(tenant)}:budgets"
+
+    def reservation(self, tenant: str, reservation_id: str) -> str:
+        return f"{self.tag(tenant)}:res:{reservation_id}"
+
+    def reservation_prefix(self, tenant: str) -> str:
+        return f"{self.tag(tenant)}:res:"
+
+    def reservation_index(self, tenant: str) -> str:
+        return f"{self.tag(tenant)}:res:idx"
+
+    def reservation_expiry(self, tenant: str) -> str:
+        return f"{self.tag(tenant)}:res:exp"
+
+    def idempotency(self, tenant: str, endpoint: str, key: str) -> str:
+        return f"{self.tag(tenant)}:idem:{endpoint}:{key}"
+
+    def event(self, tenant: str, event_id: str) -> str:
+        return f"{self.tag(tenant)}:evt:{event_id}"
+
+    def api_keys(self, tenant: str) -> str:
+        return f"{self.tag(tenant)}:apikeys"
+
+    def api_key(self, tenant: str, key_id: str) -> str:
+        return f"{self.tag(tenant)}:apikey:{key_id}"
+
+    def audit(self, tenant: str) -> str:
+        return f"{self.tag(tenant)}:audit"
+
+    # -- global (plain commands only, never inside a multi-key script) ----------------------
+    def api_key_lookup(self, digest: str) -> str:
+        return f"{self.prefix}:apikey:lookup:{digest}"
+
+    def tenants(self) -> str:
+        return f"{self.prefix}:tenants"
+
+    def lease(self, job: str) -> str:
+        return f"{self.prefix}:lease:{job}"
+
+    def admin_idempotency(self, endpoint: str, key: str) -> str:
+        return f"{self.prefix}:admin:idem:{endpoint}:{key}"
