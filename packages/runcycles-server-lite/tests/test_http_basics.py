@@ -35,9 +35,26 @@ def test_valid_cycles_trace_header_is_echoed(http: httpx.Client) -> None:
 def test_malformed_trace_headers_are_ignored_not_rejected(http: httpx.Client) -> None:
     r = http.get(
         "/healthz",
-        headers={"traceparent": "00-" + "0" * 32 + "-" + "cd" * 8 + "-01", "X-Cycles-Trace-Id": "XYZ"},
+        headers={
+            "traceparent": "00-" + "0" * 32 + "-" + "cd" * 8 + "-01",
+            "X-Cycles-Trace-Id": "XYZ",
+        },
     )
     assert r.status_code == 200
     tid = r.headers["x-cycles-trace-id"]
     assert re.fullmatch(r"[0-9a-f]{32}", tid)
     assert tid not in ("0" * 32, "XYZ")
+
+
+def test_provisioned_key_reaches_auth(server, http: httpx.Client) -> None:  # type: ignore[no-untyped-def]
+    from runcycles_server_lite import provisioning as prov
+
+    secret = server.provision("acme-basics", {"": 1000, "workspace:prod": 500})
+    budget = server.run_store(
+        lambda s: prov.get_budget(
+            s, "acme-basics", "tenant:acme-basics/workspace:prod", "USD_MICROCENTS"
+        )
+    )
+    assert budget is not None
+    assert budget["remaining"] == "500"
+    assert secret.startswith("cyc_live_")

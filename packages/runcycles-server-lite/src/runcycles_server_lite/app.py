@@ -34,7 +34,10 @@ async def readiness(request: Request) -> Response:
     except Exception as exc:  # any store failure means not ready
         log.warning("readiness: store ping failed: %s", exc)
         ok = False
-    body = {"status": "UP" if ok else "DOWN", "components": {"redis": {"status": "UP" if ok else "DOWN"}}}
+    body = {
+        "status": "UP" if ok else "DOWN",
+        "components": {"redis": {"status": "UP" if ok else "DOWN"}},
+    }
     return JSONResponse(body, status_code=200 if ok else 503)
 
 

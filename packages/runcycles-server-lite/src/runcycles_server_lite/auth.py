@@ -160,7 +160,9 @@ class Authenticator:
         return Principal(tenant=tenant, key_id=key_id, permissions=frozenset(perms))
 
 
-async def _key_and_tenant(store: Store, tenant: str, key_id: str) -> tuple[dict[str, str], str | None]:
+async def _key_and_tenant(
+    store: Store, tenant: str, key_id: str
+) -> tuple[dict[str, str], str | None]:
     # Both keys share the tenant's slot: one pipelined round trip.
     async with store.redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(store.keys.api_key(tenant, key_id))

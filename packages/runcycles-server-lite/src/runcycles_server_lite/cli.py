@@ -27,7 +27,9 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
         "--admin-port", type=int, default=None, help="also serve the admin plane on this port"
     )
     p.add_argument("--data-dir", type=Path, default=None, help="embedded store directory")
-    p.add_argument("--redis-url", default=None, help="external Redis (else REDIS_URL, else embedded)")
+    p.add_argument(
+        "--redis-url", default=None, help="external Redis (else REDIS_URL, else embedded)"
+    )
     p.add_argument("--workers", type=int, default=None, help="worker processes (default 1)")
     p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
 
@@ -109,7 +111,8 @@ def serve(settings: Settings) -> int:
         key, created = ensure_admin_key(settings)
         settings.admin_api_key = key
         if created:
-            print(f"Generated admin API key (shown once; kept in {settings.data_dir / ADMIN_KEY_FILE}):")
+            where = settings.data_dir / ADMIN_KEY_FILE
+            print(f"Generated admin API key (shown once; kept in {where}):")
             print(f"  X-Admin-API-Key: {key}")
     elif not settings.admin_api_key:
         log.warning("ADMIN_API_KEY is not set: the admin plane will refuse every request")
@@ -141,10 +144,9 @@ def serve(settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
-    if ns.command in (None, "serve"):
-        return serve(settings_from_args(ns))
-    parser.error(f"unknown command {ns.command}")
-    return 2
+    if ns.command not in (None, "serve"):
+        parser.error(f"unknown command {ns.command}")
+    return serve(settings_from_args(ns))
 
 
 if __name__ == "__main__":

@@ -166,7 +166,9 @@ class TraceMiddleware:
             await resp(scope, receive, send_with_ids)
 
 
-def _as_protocol_error(exc: Exception, scope: Scope, request_id: str, trace_id: str) -> ProtocolError:
+def _as_protocol_error(
+    exc: Exception, scope: Scope, request_id: str, trace_id: str
+) -> ProtocolError:
     if isinstance(exc, ProtocolError):
         return exc
     if isinstance(exc, (redis_errors.ConnectionError, redis_errors.TimeoutError)):

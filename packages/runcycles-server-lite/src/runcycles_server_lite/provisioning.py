@@ -75,7 +75,8 @@ def check_amount(value: Any, name: str) -> int:
     # bool is an int subclass; a JSON true must not become 1.
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT64_MAX:
         raise invalid(f"{name} must be an integer between 0 and {INT64_MAX}", field=name)
-    return value
+    amount: int = value
+    return amount
 
 
 def _json(value: Any) -> str:
@@ -170,7 +171,9 @@ async def create_api_key(
         "permissions_json": _json(list(permissions or DEFAULT_PERMISSIONS)),
         "status": "ACTIVE",
         "created_at": str(now),
-        "expires_at": str(expires_at_ms if expires_at_ms is not None else now + DEFAULT_KEY_LIFETIME_MS),
+        "expires_at": str(
+            expires_at_ms if expires_at_ms is not None else now + DEFAULT_KEY_LIFETIME_MS
+        ),
         "metadata_json": _json(dict(metadata or {})),
     }
     if description is not None:
@@ -185,7 +188,9 @@ async def create_api_key(
     return CreatedKey(key_id=key_id, secret=secret, record=record)
 
 
-async def revoke_api_key(store: Store, tenant_id: str, key_id: str, reason: str | None = None) -> dict[str, str]:
+async def revoke_api_key(
+    store: Store, tenant_id: str, key_id: str, reason: str | None = None
+) -> dict[str, str]:
     key = store.keys.api_key(tenant_id, key_id)
     record: dict[str, str] = await store.redis.hgetall(key)
     if not record:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -51,7 +51,9 @@ class Store:
     """Redis client + key builder + registered scripts, shared by every request."""
 
     def __init__(self, client: aioredis.Redis | RedisCluster, keys: Keys) -> None:
-        self.redis = client
+        # Typed as Any on purpose: redis-py types every reply as bytes | str even with
+        # decode_responses=True; callers annotate what they receive instead of casting.
+        self.redis: Any = client
         self.keys = keys
         self._scripts: dict[str, AsyncScript] = {}
 
@@ -76,7 +78,7 @@ class Store:
 
     async def time_ms(self) -> int:
         """Redis server time in epoch milliseconds (the only clock the ledger trusts)."""
-        sec, usec = cast("tuple[int, int]", await self.redis.time())
+        sec, usec = await self.redis.time()
         return int(sec) * 1000 + int(usec) // 1000
 
     async def close(self) -> None:

@@ -11,20 +11,25 @@ otherwise an embedded redis-server is started in ``data_dir``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import uvicorn
 
 from .app import create_app
 from .config import Settings
 from .embedded import EmbeddedRedis
+from .store import Store
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -40,6 +45,71 @@ class ServerHandle:
     @property
     def admin_headers(self) -> dict[str, str]:
         return {"X-Admin-API-Key": self.admin_api_key}
+
+    def run_store(self, fn: Callable[[Store], Awaitable[T]]) -> T:
+        """Run ``await fn(store)`` against this server's Redis from sync or async code.
+
+        It runs on a private thread and event loop, so it also works inside a running loop.
+        """
+        result: list[T] = []
+        error: list[BaseException] = []
+
+        async def go() -> None:
+            store = Store.from_url(self.redis_url, prefix=self.settings.key_prefix)
+            try:
+                result.append(await fn(store))
+            finally:
+                await store.close()
+
+        def target() -> None:
+            try:
+                asyncio.run(go())
+            except BaseException as exc:  # re-raised in the caller's thread
+                error.append(exc)
+
+        t = threading.Thread(target=target)
+        t.start()
+        t.join()
+        if error:
+            raise error[0]
+        return result[0]
+
+    def provision(
+        self,
+        tenant: str,
+        budgets: Mapping[str, int] | None = None,
+        *,
+        unit: str = "USD_MICROCENTS",
+        permissions: Iterable[str] | None = None,
+        overdraft_limit: int = 0,
+        commit_overage_policy: str | None = None,
+        **tenant_settings: Any,
+    ) -> str:
+        """Create ``tenant`` (if new), a budget per ``{scope: allocated}`` in ``unit``, and a
+        fresh API key; returns the key's secret. Scopes may omit the ``tenant:<id>/`` prefix."""
+        from . import provisioning as prov
+
+        async def go(store: Store) -> str:
+            await prov.create_tenant(store, tenant, tenant, **tenant_settings)
+            for scope, allocated in (budgets or {}).items():
+                full = (
+                    scope
+                    if scope.startswith("tenant:")
+                    else (f"tenant:{tenant}" + (f"/{scope}" if scope else ""))
+                )
+                await prov.create_budget(
+                    store,
+                    tenant,
+                    full,
+                    unit,
+                    allocated,
+                    overdraft_limit=overdraft_limit,
+                    commit_overage_policy=commit_overage_policy,
+                )
+            key = await prov.create_api_key(store, tenant, "test", permissions=permissions)
+            return key.secret
+
+        return self.run_store(go)
 
 
 def _serve_in_thread(settings: Settings) -> tuple[uvicorn.Server, threading.Thread, int]:
