@@ -29,7 +29,11 @@ BALANCES_READ = "balances:read"
 BUDGETS_READ = "budgets:read"
 BUDGETS_WRITE = "budgets:write"
 
-# What a key gets when it is created without an explicit permission list.
+POLICIES_READ = "policies:read"
+POLICIES_WRITE = "policies:write"
+
+# What a key gets when it is created without an explicit permission list: the admin spec's
+# default tenant set (webhooks:* and events:read must be granted explicitly).
 DEFAULT_PERMISSIONS: tuple[str, ...] = (
     RESERVATIONS_CREATE,
     RESERVATIONS_COMMIT,
@@ -37,6 +41,10 @@ DEFAULT_PERMISSIONS: tuple[str, ...] = (
     RESERVATIONS_EXTEND,
     RESERVATIONS_LIST,
     BALANCES_READ,
+    BUDGETS_READ,
+    BUDGETS_WRITE,
+    POLICIES_READ,
+    POLICIES_WRITE,
 )
 
 _CACHE_MAX = 10_000
@@ -151,8 +159,10 @@ class Authenticator:
             raise _unauthorized("API key's tenant does not exist")
         if tenant_status == "SUSPENDED":
             raise _unauthorized("tenant is suspended")
-        # A CLOSED tenant still authenticates: reads keep working and every persisting call
-        # answers 409 TENANT_CLOSED from inside its script, as the protocol's guard requires.
+        # Closing a tenant revokes its keys (admin cascade), but a key that is still live
+        # (admitted before the cascade reached it) authenticates: reads keep working and every
+        # persisting call answers 409 TENANT_CLOSED from inside its script, as the protocol's
+        # guard requires.
         try:
             perms = orjson.loads(record.get("permissions_json") or "[]")
         except orjson.JSONDecodeError:

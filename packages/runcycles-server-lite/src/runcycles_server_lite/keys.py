@@ -19,6 +19,7 @@ Layout (``P`` is the configurable prefix, ``rc`` by default; ``T`` the tenant id
   P:{t:T}:apikey:<key_id>            HASH  API key record (hash of the secret, never the secret)
   P:{t:T}:audit                      ZSET  reserved for the audit log
   P:apikey:lookup:<sha256(secret)>   STRING "<tenant>\\n<key_id>"
+  P:apikey:owner:<key_id>            STRING tenant id (admin calls that name only a key_id)
   P:tenants                          ZSET  tenant id by created_at ms (admin listing, sweeper)
   P:lease:<job>                      STRING lease owner token (PX)
   P:admin:idem:<endpoint>:<key>      HASH  idempotency for admin calls with no tenant slot
@@ -138,6 +139,9 @@ class Keys:
     # -- global (plain commands only, never inside a multi-key script) ----------------------
     def api_key_lookup(self, digest: str) -> str:
         return f"{self.prefix}:apikey:lookup:{digest}"
+
+    def api_key_owner(self, key_id: str) -> str:
+        return f"{self.prefix}:apikey:owner:{key_id}"
 
     def tenants(self) -> str:
         return f"{self.prefix}:tenants"

@@ -7,6 +7,7 @@ Timestamps are Redis TIME epoch milliseconds, stored as decimal strings.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import uuid
@@ -83,6 +84,24 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+# Script error codes whose HTTP status differs from errors.STATUS_BY_CODE on the admin plane.
+_SCRIPT_STATUS = {"TENANT_NOT_FOUND": 404, "TENANT_SUSPENDED": 409}
+
+
+def _script_ok(reply: list[Any]) -> list[Any]:
+    """The payload of an admin script's reply, or the ProtocolError it reported."""
+    if reply and reply[0] == "ERR":
+        code, message = str(reply[1]), str(reply[2])
+        if code == "INVALID_TRANSITION":
+            raise ProtocolError("INVALID_REQUEST", message, status=409)
+        raise ProtocolError(code, message, status=_SCRIPT_STATUS.get(code))
+    return reply[1:]
+
+
+def _pairs(flat: list[Any]) -> dict[str, str]:
+    return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+
+
 @dataclass(frozen=True, slots=True)
 class CreatedKey:
     """A new API key: the record as stored, plus the secret (returned once, never stored)."""
@@ -155,10 +174,16 @@ async def create_api_key(
     description: str | None = None,
     expires_at_ms: int | None = None,
     metadata: Mapping[str, Any] | None = None,
+    scope_filter: Iterable[str] | None = None,
 ) -> CreatedKey:
-    """Mint a key for an existing tenant. The secret is returned here and never stored."""
-    if await get_tenant(store, tenant_id) is None:
-        raise ProtocolError("NOT_FOUND", f"tenant {tenant_id} not found")
+    """Mint a key for an existing tenant. The secret is returned here and never stored.
+
+    404 TENANT_NOT_FOUND for an unknown tenant, 409 TENANT_CLOSED for a closed one."""
+    tenant = await get_tenant(store, tenant_id)
+    if tenant is None:
+        raise ProtocolError("TENANT_NOT_FOUND", f"tenant {tenant_id} not found", status=404)
+    if tenant.get("status") == "CLOSED":
+        raise ProtocolError("TENANT_CLOSED", f"tenant {tenant_id} is closed")
     now = await store.time_ms()
     key_id = "key_" + uuid.uuid4().hex
     secret = API_KEY_PREFIX + secrets.token_urlsafe(24)
@@ -178,10 +203,13 @@ async def create_api_key(
     }
     if description is not None:
         record["description"] = description
+    if scope_filter is not None:
+        record["scope_filter_json"] = _json(list(scope_filter))
     async with store.redis.pipeline(transaction=True) as pipe:
         pipe.hset(store.keys.api_key(tenant_id, key_id), mapping=record)
         pipe.zadd(store.keys.api_keys(tenant_id), {key_id: now})
         await pipe.execute()
+    await store.redis.set(store.keys.api_key_owner(key_id), tenant_id)
     # The lookup lives in another slot; written last so a key is never resolvable before
     # its record exists.
     await store.redis.set(store.keys.api_key_lookup(record["key_hash"]), f"{tenant_id}\n{key_id}")
@@ -195,6 +223,8 @@ async def revoke_api_key(
     record: dict[str, str] = await store.redis.hgetall(key)
     if not record:
         raise ProtocolError("NOT_FOUND", f"API key {key_id} not found")
+    if record.get("status") == "REVOKED":
+        raise ProtocolError("INVALID_REQUEST", f"API key {key_id} is already revoked", status=409)
     now = await store.time_ms()
     update = {"status": "REVOKED", "revoked_at": str(now)}
     if reason:
@@ -217,16 +247,17 @@ async def create_budget(
     rollover_policy: str | None = None,
     caps: Mapping[str, Any] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    period_start_ms: int | None = None,
+    period_end_ms: int | None = None,
 ) -> dict[str, str]:
-    """Create a budget ledger for (scope, unit); 409 DUPLICATE_RESOURCE if it exists."""
+    """Create a budget ledger for (scope, unit) in one script: 404 TENANT_NOT_FOUND,
+    409 TENANT_CLOSED / TENANT_SUSPENDED, 409 DUPLICATE_RESOURCE if it exists."""
     scope = normalize_scope(scope, tenant_id)
     check_unit(unit)
     check_amount(allocated, "allocated")
     check_amount(overdraft_limit, "overdraft_limit")
     if commit_overage_policy is not None and commit_overage_policy not in OVERAGE_POLICIES:
         raise invalid("commit_overage_policy is not a CommitOveragePolicy")
-    if await get_tenant(store, tenant_id) is None:
-        raise ProtocolError("NOT_FOUND", f"tenant {tenant_id} not found")
     now = await store.time_ms()
     record = {
         "ledger_id": "ldg_" + uuid.uuid4().hex,
@@ -250,15 +281,19 @@ async def create_budget(
         record["commit_overage_policy"] = commit_overage_policy
     if caps:
         record["caps_json"] = _json(dict(caps))
-    key = store.keys.budget(tenant_id, scope, unit)
-    if not await store.redis.hsetnx(key, "ledger_id", record["ledger_id"]):
-        raise ProtocolError(
-            "DUPLICATE_RESOURCE", f"budget for {scope} in {unit} already exists", status=409
-        )
-    async with store.redis.pipeline(transaction=True) as pipe:
-        pipe.hset(key, mapping=record)
-        pipe.zadd(store.keys.budgets(tenant_id), {f"{scope}|{unit}": 0})
-        await pipe.execute()
+    if period_start_ms is not None:
+        record["period_start"] = str(period_start_ms)
+    if period_end_ms is not None:
+        record["period_end"] = str(period_end_ms)
+    args = [f"{scope}|{unit}"]
+    for field, value in record.items():
+        args += [field, value]
+    keys = [
+        store.keys.tenant(tenant_id),
+        store.keys.budget(tenant_id, scope, unit),
+        store.keys.budgets(tenant_id),
+    ]
+    _script_ok(await store.run("budget_create", keys, args))
     return record
 
 
@@ -267,3 +302,225 @@ async def get_budget(store: Store, tenant_id: str, scope: str, unit: str) -> dic
         store.keys.budget(tenant_id, normalize_scope(scope, tenant_id), unit)
     )
     return record or None
+
+
+# -- tenants ---------------------------------------------------------------------------------
+async def update_tenant(
+    store: Store, tenant_id: str, fields: Mapping[str, str], status: str | None = None
+) -> tuple[dict[str, str], str]:
+    """Apply a PATCH (already validated and encoded as record fields) and a status change.
+
+    Returns (record after the update, status before it). 404 TENANT_NOT_FOUND, 409
+    TENANT_CLOSED for any change to a closed tenant except re-closing it."""
+    now = await store.time_ms()
+    args: list[str] = [str(now), status or ""]
+    for field, value in fields.items():
+        args += [field, value]
+    out = _script_ok(await store.run("tenant_update", [store.keys.tenant(tenant_id)], args))
+    return _pairs(out[1:]), str(out[0])
+
+
+async def close_tenant_cascade(store: Store, tenant_id: str) -> list[dict[str, str]]:
+    """Drive a closed tenant's objects to their terminal states: budgets CLOSED, keys REVOKED.
+
+    Re-runnable (already-terminal objects are left alone). Budgets keep their ``reserved``:
+    live reservations are settled by the runtime's expiry, which refunds each exactly once
+    (the reference drains ``reserved`` here too and so refunds twice). Returns revoked keys."""
+    now = await store.time_ms()
+    for record in await list_budgets(store, tenant_id):
+        keys = [
+            store.keys.budget(tenant_id, record["scope"], record["unit"]),
+            store.keys.tenant(tenant_id),
+        ]
+        _script_ok(await store.run("budget_update", keys, ["close", str(now)]))
+    revoked = []
+    for key in await list_api_keys(store, tenant_id):
+        if key.get("status") != "REVOKED":
+            revoked.append(await revoke_api_key(store, tenant_id, key["key_id"], "tenant closed"))
+    return revoked
+
+
+async def list_tenants(store: Store) -> list[dict[str, str]]:
+    """Every tenant record, oldest first (the admin plane filters and pages)."""
+    ids: list[str] = await store.redis.zrange(store.keys.tenants(), 0, -1)
+    return await _hgetall_many(store, [store.keys.tenant(t) for t in ids])
+
+
+async def _hgetall_many(store: Store, keys: list[str]) -> list[dict[str, str]]:
+    if not keys:
+        return []
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hgetall(key)
+        rows: list[dict[str, str]] = await pipe.execute()
+    return [dict(r) for r in rows if r]
+
+
+# -- API keys --------------------------------------------------------------------------------
+async def list_api_keys(store: Store, tenant_id: str | None = None) -> list[dict[str, str]]:
+    """API key records of one tenant (or of every tenant), oldest first."""
+    tenants = (
+        [tenant_id]
+        if tenant_id is not None
+        else await store.redis.zrange(store.keys.tenants(), 0, -1)
+    )
+    out: list[dict[str, str]] = []
+    for t in tenants:
+        ids: list[str] = await store.redis.zrange(store.keys.api_keys(t), 0, -1)
+        out += await _hgetall_many(store, [store.keys.api_key(t, k) for k in ids])
+    return out
+
+
+async def find_api_key(store: Store, key_id: str) -> dict[str, str] | None:
+    """The record of ``key_id`` whatever its tenant, or None."""
+    tenant: str | None = await store.redis.get(store.keys.api_key_owner(key_id))
+    if tenant is None:
+        return None
+    record: dict[str, str] = await store.redis.hgetall(store.keys.api_key(tenant, key_id))
+    return record or None
+
+
+async def update_api_key(
+    store: Store, tenant_id: str, key_id: str, fields: Mapping[str, str]
+) -> dict[str, str]:
+    """Change mutable key fields (name, description, permissions, scope filter, metadata);
+    409 for a revoked or expired key."""
+    key = store.keys.api_key(tenant_id, key_id)
+    record: dict[str, str] = await store.redis.hgetall(key)
+    if not record:
+        raise ProtocolError("NOT_FOUND", f"API key {key_id} not found")
+    if record.get("status") == "REVOKED":
+        raise ProtocolError("KEY_REVOKED", f"API key {key_id} is revoked", status=409)
+    if int(record.get("expires_at") or 0) and int(record["expires_at"]) <= await store.time_ms():
+        raise ProtocolError("KEY_EXPIRED", f"API key {key_id} has expired", status=409)
+    if fields:
+        await store.redis.hset(key, mapping=dict(fields))
+        record.update(fields)
+    return record
+
+
+# -- budgets ---------------------------------------------------------------------------------
+async def list_budgets(store: Store, tenant_id: str | None = None) -> list[dict[str, str]]:
+    """Budget records of one tenant (or of every tenant), in (scope, unit) order."""
+    tenants = (
+        [tenant_id]
+        if tenant_id is not None
+        else await store.redis.zrange(store.keys.tenants(), 0, -1)
+    )
+    out: list[dict[str, str]] = []
+    for t in tenants:
+        members: list[str] = await store.redis.zrange(store.keys.budgets(t), 0, -1)
+        keys = []
+        for m in members:
+            scope, _, unit = m.rpartition("|")
+            keys.append(store.keys.budget(t, scope, unit))
+        out += await _hgetall_many(store, keys)
+    return out
+
+
+async def update_budget(
+    store: Store,
+    tenant_id: str,
+    scope: str,
+    unit: str,
+    mode: str,
+    fields: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """PATCH (``mode="patch"``: overdraft_limit, commit_overage_policy, metadata_json, with
+    is_over_limit recomputed), ``"freeze"`` or ``"unfreeze"`` one budget; the record after."""
+    scope = normalize_scope(scope, tenant_id)
+    check_unit(unit)
+    now = await store.time_ms()
+    args = [mode, str(now)]
+    for field, value in (fields or {}).items():
+        args += [field, value]
+    keys = [store.keys.budget(tenant_id, scope, unit), store.keys.tenant(tenant_id)]
+    return _pairs(_script_ok(await store.run("budget_update", keys, args)))
+
+
+FUND_OPERATIONS = ("CREDIT", "DEBIT", "RESET", "RESET_SPENT", "REPAY_DEBT")
+FUND_IDEMPOTENCY_TTL_MS = 7 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class FundResult:
+    """Before/after ledger values of one funding operation (ints; remaining may be < 0)."""
+
+    operation: str
+    previous_allocated: int
+    new_allocated: int
+    previous_remaining: int
+    new_remaining: int
+    previous_debt: int
+    new_debt: int
+    previous_spent: int
+    new_spent: int
+    timestamp_ms: int
+    replayed: bool = False
+
+
+async def fund_budget(
+    store: Store,
+    tenant_id: str,
+    scope: str,
+    unit: str,
+    operation: str,
+    amount: int,
+    *,
+    spent: int | None = None,
+    idempotency_key: str | None = None,
+) -> FundResult:
+    """Run one funding operation through ``fund.lua``.
+
+    With an idempotency key (scoped to the tenant), a retry of the same request replays the
+    stored result without touching the ledger and a different request under that key is
+    409 IDEMPOTENCY_MISMATCH."""
+    scope = normalize_scope(scope, tenant_id)
+    check_unit(unit)
+    check_amount(amount, "amount")
+    if spent is not None:
+        check_amount(spent, "spent")
+    if operation not in FUND_OPERATIONS:
+        raise invalid(f"operation must be one of {', '.join(FUND_OPERATIONS)}")
+    request_hash = ""
+    if idempotency_key:
+        # Canonical form of everything that defines the effect (v1 tags the format).
+        canonical = {
+            "v": 1,
+            "scope": scope,
+            "unit": unit,
+            "operation": operation,
+            "amount": str(amount),
+            "spent": None if spent is None or operation != "RESET_SPENT" else str(spent),
+        }
+        request_hash = hashlib.sha256(
+            orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
+        ).hexdigest()
+    keys = [
+        store.keys.budget(tenant_id, scope, unit),
+        store.keys.tenant(tenant_id),
+        store.keys.idempotency(tenant_id, "fund", idempotency_key or "-"),
+    ]
+    args = [
+        operation,
+        str(amount),
+        "" if spent is None or operation != "RESET_SPENT" else str(spent),
+        request_hash,
+        str(FUND_IDEMPOTENCY_TTL_MS),
+    ]
+    reply = await store.run("fund", keys, args)
+    kind = reply[0]
+    values = _script_ok(reply)
+    return FundResult(
+        operation=str(values[0]),
+        previous_allocated=int(values[1]),
+        new_allocated=int(values[2]),
+        previous_remaining=int(values[3]),
+        new_remaining=int(values[4]),
+        previous_debt=int(values[5]),
+        new_debt=int(values[6]),
+        previous_spent=int(values[7]),
+        new_spent=int(values[8]),
+        timestamp_ms=int(values[9]),
+        replayed=kind == "REPLAY",
+    )

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import uvicorn
 
 from .app import create_app
@@ -45,6 +46,12 @@ class ServerHandle:
     @property
     def admin_headers(self) -> dict[str, str]:
         return {"X-Admin-API-Key": self.admin_api_key}
+
+    def admin_client(self, **kwargs: Any) -> httpx.Client:
+        """An httpx client for this server that sends the admin key (close it, or use
+        ``with``)."""
+        headers = {**self.admin_headers, **kwargs.pop("headers", {})}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=10, **kwargs)
 
     def run_store(self, fn: Callable[[Store], Awaitable[T]]) -> T:
         """Run ``await fn(store)`` against this server's Redis from sync or async code.

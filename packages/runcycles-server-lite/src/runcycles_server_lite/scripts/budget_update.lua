@@ -1,0 +1,51 @@
+-- budget_update.lua: PATCH properties of a budget, or freeze / unfreeze it.
+--
+-- KEYS[1] budget hash   KEYS[2] tenant hash
+-- ARGV[1] mode: "patch" | "freeze" | "unfreeze" | "close"
+-- ARGV[2] now (epoch ms)
+-- ARGV[3..] for "patch": field, value pairs (overdraft_limit, commit_overage_policy,
+--           metadata_json); is_over_limit is recomputed as debt > overdraft_limit.
+-- Returns {"OK", field1, value1, ...} (the record after the update) or {"ERR", code, message}.
+
+local function dec_gt(a, b)
+  -- Both non-negative canonical decimal strings: longer is larger, else lexicographic.
+  if #a ~= #b then return #a > #b end
+  return a > b
+end
+
+local mode, now = ARGV[1], ARGV[2]
+if redis.call("EXISTS", KEYS[1]) == 0 then
+  return {"ERR", "BUDGET_NOT_FOUND", "budget not found"}
+end
+if mode ~= "close" and redis.call("HGET", KEYS[2], "status") == "CLOSED" then
+  return {"ERR", "TENANT_CLOSED", "tenant is closed"}
+end
+local status = redis.call("HGET", KEYS[1], "status") or "ACTIVE"
+
+if mode == "freeze" or mode == "unfreeze" then
+  if status == "CLOSED" then return {"ERR", "BUDGET_CLOSED", "budget is closed"} end
+  local from, to = "ACTIVE", "FROZEN"
+  if mode == "unfreeze" then from, to = "FROZEN", "ACTIVE" end
+  if status ~= from then
+    if status == "FROZEN" then return {"ERR", "BUDGET_FROZEN", "budget is already frozen"} end
+    return {"ERR", "INVALID_TRANSITION", "budget is already " .. status}
+  end
+  redis.call("HSET", KEYS[1], "status", to, "updated_at", now)
+elseif mode == "close" then
+  if status ~= "CLOSED" then
+    redis.call("HSET", KEYS[1], "status", "CLOSED", "closed_at", now, "updated_at", now)
+  end
+else
+  if status == "CLOSED" then return {"ERR", "BUDGET_CLOSED", "budget is closed"} end
+  local fields = {}
+  for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
+  if #fields > 0 then redis.call("HSET", KEYS[1], unpack(fields)) end
+  local debt = redis.call("HGET", KEYS[1], "debt") or "0"
+  local limit = redis.call("HGET", KEYS[1], "overdraft_limit") or "0"
+  local over = "false"
+  if dec_gt(debt, limit) then over = "true" end
+  redis.call("HSET", KEYS[1], "is_over_limit", over, "updated_at", now)
+end
+local out = redis.call("HGETALL", KEYS[1])
+table.insert(out, 1, "OK")
+return out
