@@ -1,0 +1,200 @@
+"""Wire plumbing shared by the sync and async clients: what to send and what a response means.
+
+A :class:`Call` describes one logical operation (method, path, body, query, expected status and
+response model). :func:`interpret` turns an HTTP response into a parsed model, a definite
+:class:`~runcycles_core.errors.CyclesProtocolError` (raised), or an :class:`Ambiguous` failure
+the retry loop may repeat.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import ValidationError
+
+from ._retry import Ambiguous, parse_retry_after_ms
+from ._trace import TraceContext
+from .errors import (
+    CyclesTransportError,
+    CyclesUnavailableError,
+    InvalidResponseError,
+    RateLimitedError,
+    error_class_for,
+)
+from .models import CyclesModel, ErrorResponse, ResponseMeta
+
+logger = logging.getLogger("runcycles_core")
+
+API_KEY_HEADER = "X-Cycles-API-Key"
+IDEMPOTENCY_KEY_HEADER = "X-Idempotency-Key"
+
+RESERVATIONS_PATH = "/v1/reservations"
+DECIDE_PATH = "/v1/decide"
+BALANCES_PATH = "/v1/balances"
+EVENTS_PATH = "/v1/events"
+
+T = TypeVar("T", bound=CyclesModel)
+
+
+def reservation_path(reservation_id: str, action: str | None = None) -> str:
+    if not isinstance(reservation_id, str) or not 1 <= len(reservation_id) <= 128:
+        raise ValueError("reservation_id must be a string of 1..128 characters")
+    path = f"{RESERVATIONS_PATH}/{quote(reservation_id, safe='')}"
+    return f"{path}/{action}" if action else path
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One logical request; re-sent unchanged (same idempotency key) on every retry."""
+
+    method: str
+    path: str
+    model: type[T]
+    expected_status: int = 200
+    body: CyclesModel | None = None
+    params: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def idempotency_key(self) -> str | None:
+        key = getattr(self.body, "idempotency_key", None)
+        return key if isinstance(key, str) else None
+
+    def build(self, http: httpx.Client | httpx.AsyncClient, trace: TraceContext) -> httpx.Request:
+        headers = trace.headers()
+        key = self.idempotency_key
+        if key is not None:
+            # The spec requires header and body keys to agree; both come from the one model.
+            headers[IDEMPOTENCY_KEY_HEADER] = key
+        return http.build_request(
+            self.method,
+            self.path,
+            json=self.body.to_wire() if self.body is not None else None,
+            params=dict(self.params) if self.params else None,
+            headers=headers,
+        )
+
+
+def _int_header(headers: httpx.Headers, name: str) -> int | None:
+    value = headers.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value.strip())
+    except ValueError:
+        return None
+
+
+def response_meta(resp: httpx.Response, attempts: int) -> ResponseMeta:
+    h = resp.headers
+    return ResponseMeta(
+        status=resp.status_code,
+        request_id=h.get("x-request-id"),
+        trace_id=h.get("x-cycles-trace-id"),
+        tenant=h.get("x-cycles-tenant"),
+        rate_limit_remaining=_int_header(h, "x-ratelimit-remaining"),
+        rate_limit_reset=_int_header(h, "x-ratelimit-reset"),
+        attempts=attempts,
+    )
+
+
+def _json_or_none(resp: httpx.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        return None
+
+
+def interpret(
+    call: Call[T], resp: httpx.Response, trace: TraceContext, attempts: int
+) -> T | Ambiguous:
+    """Parse a success, raise a definite rejection, or describe an ambiguous failure."""
+    status = resp.status_code
+    request_id = resp.headers.get("x-request-id")
+    trace_id = resp.headers.get("x-cycles-trace-id") or trace.trace_id
+    body = _json_or_none(resp)
+
+    if status == call.expected_status:
+        try:
+            parsed = call.model.parse_response(body)
+        except ValidationError as exc:
+            return Ambiguous(
+                InvalidResponseError,
+                f"{call.method} {call.path}: {status} response is not a valid "
+                f"{call.model.__name__}: {exc.errors()[0].get('msg', exc)}",
+                status=status,
+                request_id=request_id,
+                trace_id=trace_id,
+                cause=exc,
+            )
+        parsed._meta = response_meta(resp, attempts)
+        return parsed
+
+    error: ErrorResponse | None = None
+    if isinstance(body, dict):
+        try:
+            error = ErrorResponse.parse_response(body)
+        except ValidationError:
+            error = None
+    code = error.error if error else None
+    message = error.message if error else (resp.text[:200] or resp.reason_phrase or "no body")
+    if error is not None:
+        request_id = error.request_id or request_id
+        trace_id = error.trace_id or trace_id
+    details = error.details if error else None
+
+    if status >= 500 or status == 429:
+        kind: type[CyclesUnavailableError] = (
+            RateLimitedError if status == 429 else CyclesUnavailableError
+        )
+        return Ambiguous(
+            kind,
+            f"{call.method} {call.path}: HTTP {status}: {message}",
+            status=status,
+            error_code=code,
+            retry_after_ms=parse_retry_after_ms(resp.headers.get("retry-after")),
+            request_id=request_id,
+            trace_id=trace_id,
+            details=details,
+        )
+    if 400 <= status < 500:
+        raise error_class_for(status, code)(
+            message,
+            status=status,
+            error_code=code,
+            request_id=request_id,
+            trace_id=trace_id,
+            details=details,
+        )
+    return Ambiguous(
+        InvalidResponseError,
+        f"{call.method} {call.path}: unexpected HTTP {status} (expected {call.expected_status})",
+        status=status,
+        request_id=request_id,
+        trace_id=trace_id,
+    )
+
+
+def transport_failure(call: Call[Any], exc: httpx.TransportError, trace: TraceContext) -> Ambiguous:
+    return Ambiguous(
+        CyclesTransportError,
+        f"{call.method} {call.path}: {type(exc).__name__}: {exc}",
+        trace_id=trace.trace_id,
+        cause=exc,
+    )
+
+
+def log_retry(call: Call[Any], failure: Ambiguous, attempt: int, delay: float) -> None:
+    logger.warning(
+        "cycles %s %s attempt %d failed (%s); retrying in %.2fs with idempotency key %s",
+        call.method,
+        call.path,
+        attempt,
+        failure.message,
+        delay,
+        call.idempotency_key,
+    )

@@ -1,0 +1,77 @@
+"""Retry bookkeeping for one logical call: backoff with jitter and ``Retry-After`` floors.
+
+The sync and async clients run the same loop; only sending and sleeping differ, so the
+decisions live here.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import RetryPolicy
+from .errors import CyclesUnavailableError
+
+_DELTA_SECONDS = re.compile(r"^\s*(\d{1,9})\s*$")
+
+
+def parse_retry_after_ms(value: str | None) -> int | None:
+    """``Retry-After`` in milliseconds. The protocol allows delta-seconds only; the HTTP-date
+    form and anything malformed count as absent."""
+    if value is None:
+        return None
+    m = _DELTA_SECONDS.match(value)
+    return int(m.group(1)) * 1000 if m else None
+
+
+@dataclass
+class Ambiguous:
+    """A failed attempt whose outcome is unknown (the request may or may not have applied)."""
+
+    kind: type[CyclesUnavailableError]
+    message: str
+    status: int = 0
+    error_code: str | None = None
+    retry_after_ms: int | None = None
+    request_id: str | None = None
+    trace_id: str | None = None
+    details: dict[str, Any] | None = None
+    cause: BaseException | None = None
+
+    def to_error(self, attempts: int) -> CyclesUnavailableError:
+        err = self.kind(
+            self.message,
+            status=self.status,
+            error_code=self.error_code,
+            retry_after_ms=self.retry_after_ms,
+            request_id=self.request_id,
+            trace_id=self.trace_id,
+            details=self.details,
+            attempts=attempts,
+        )
+        err.__cause__ = self.cause
+        return err
+
+
+@dataclass
+class RetryBudget:
+    """Counts attempts of one call and decides the wait before the next one."""
+
+    policy: RetryPolicy
+    rng: random.Random = field(default_factory=random.Random)
+    attempts: int = 0
+
+    def next_delay(self, failure: Ambiguous) -> float | None:
+        """Seconds to wait before re-sending, or ``None`` to give up."""
+        if not self.policy.enabled or self.attempts > self.policy.max_retries:
+            return None
+        backoff = self.policy.backoff(self.attempts)
+        delay = backoff * (1.0 - self.policy.jitter * self.rng.random())
+        if failure.retry_after_ms is not None:
+            floor = failure.retry_after_ms / 1000.0
+            if floor > self.policy.max_delay:
+                return None
+            delay = max(delay, floor)
+        return delay

@@ -1,0 +1,242 @@
+"""Our wire models against the protocol spec: same properties, same required sets, same
+references, same enums - so a spec change that we have not followed fails here."""
+
+from __future__ import annotations
+
+import enum
+import typing
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+
+from runcycles_core import models as m
+
+from .conftest import SPEC_DIR
+
+SPEC = yaml.safe_load((SPEC_DIR / "cycles-protocol-v0.yaml").read_text())
+SCHEMAS: dict[str, Any] = SPEC["components"]["schemas"]
+
+# Spec schema name -> our model (the official SDK's name where it differs).
+MODELS: dict[str, type[m.CyclesModel]] = {
+    "CyclesEvidenceRef": m.CyclesEvidenceRef,
+    "ReservationEvidence": m.ReservationEvidence,
+    "ErrorResponse": m.ErrorResponse,
+    "Amount": m.Amount,
+    "SignedAmount": m.SignedAmount,
+    "Subject": m.Subject,
+    "Action": m.Action,
+    "Caps": m.Caps,
+    "DecisionRequest": m.DecisionRequest,
+    "DecisionResponse": m.DecisionResponse,
+    "ReservationCreateRequest": m.ReservationCreateRequest,
+    "Balance": m.Balance,
+    "ReservationCreateResponse": m.ReservationCreateResponse,
+    "StandardMetrics": m.CyclesMetrics,
+    "CommitRequest": m.CommitRequest,
+    "CommitResponse": m.CommitResponse,
+    "ReleaseRequest": m.ReleaseRequest,
+    "ReleaseResponse": m.ReleaseResponse,
+    "ReservationDetail": m.ReservationDetail,
+    "BalanceResponse": m.BalanceResponse,
+    "EventCreateRequest": m.EventCreateRequest,
+    "EventCreateResponse": m.EventCreateResponse,
+    "ReservationSummary": m.ReservationSummary,
+    "ReservationListResponse": m.ReservationListResponse,
+    "ReservationExtendRequest": m.ReservationExtendRequest,
+    "ReservationExtendResponse": m.ReservationExtendResponse,
+}
+
+# Object schemas of the optional evidence endpoints, which this client does not call.
+NOT_MODELLED = {"CyclesEvidenceEnvelope", "CyclesEvidenceJwks", "CyclesEvidenceJwk"}
+
+ENUMS: dict[str, type[enum.Enum]] = {
+    "UnitEnum": m.Unit,
+    "DecisionEnum": m.Decision,
+    "CommitOveragePolicy": m.CommitOveragePolicy,
+    "ReservationStatus": m.ReservationStatus,
+    "SortDirection": m.SortDirection,
+}
+
+
+def _wire_required(model: type[BaseModel]) -> set[str]:
+    """Fields always present on the wire: required ones, plus those the model always fills
+    (the generated idempotency key)."""
+    return {
+        name
+        for name, info in model.model_fields.items()
+        if info.is_required() or info.default_factory is not None
+    }
+
+
+def _classes_in(annotation: Any) -> set[type]:
+    found: set[type] = set()
+    if isinstance(annotation, type):
+        found.add(annotation)
+    origin = typing.get_origin(annotation)
+    if isinstance(origin, type):
+        found.add(origin)
+    for arg in typing.get_args(annotation):
+        found |= _classes_in(arg)
+    return found
+
+
+def _ref_name(prop: dict[str, Any]) -> str | None:
+    ref = prop.get("$ref") or (prop.get("items") or {}).get("$ref")
+    return ref.rsplit("/", 1)[-1] if ref else None
+
+
+def test_every_object_schema_is_modelled_or_listed() -> None:
+    objects = {name for name, s in SCHEMAS.items() if s.get("type") == "object"}
+    assert objects == set(MODELS) | NOT_MODELLED
+
+
+@pytest.mark.parametrize("schema_name", sorted(MODELS))
+def test_properties_and_required_match(schema_name: str) -> None:
+    schema = SCHEMAS[schema_name]
+    model = MODELS[schema_name]
+    assert set(model.model_fields) == set(schema["properties"]), schema_name
+    assert _wire_required(model) == set(schema.get("required", [])), schema_name
+    assert schema.get("additionalProperties") is False
+    assert model.model_config.get("extra") == "forbid"
+
+
+@pytest.mark.parametrize("schema_name", sorted(MODELS))
+def test_references_point_at_the_matching_model(schema_name: str) -> None:
+    schema = SCHEMAS[schema_name]
+    fields: dict[str, FieldInfo] = MODELS[schema_name].model_fields
+    for prop_name, prop in schema["properties"].items():
+        target = _ref_name(prop)
+        classes = _classes_in(fields[prop_name].annotation)
+        if target in MODELS:
+            assert MODELS[target] in classes, f"{schema_name}.{prop_name} should be {target}"
+        elif target in ENUMS:
+            assert ENUMS[target] in classes, f"{schema_name}.{prop_name} should be {target}"
+        if prop.get("type") == "array" or (prop.get("items") is not None):
+            assert list in classes, f"{schema_name}.{prop_name} should be a list"
+        if prop.get("type") == "integer":
+            assert int in classes, f"{schema_name}.{prop_name}"
+            assert float not in classes, f"{schema_name}.{prop_name}"
+
+
+@pytest.mark.parametrize(("schema_name", "enum_cls"), sorted(ENUMS.items()))
+def test_enums_match(schema_name: str, enum_cls: type[enum.Enum]) -> None:
+    assert [e.value for e in enum_cls] == SCHEMAS[schema_name]["enum"]
+
+
+def test_error_codes_cover_the_spec() -> None:
+    spec_codes = set(SCHEMAS["ErrorCode"]["enum"])
+    ours = {c.value for c in m.ErrorCode} - {"UNKNOWN"}
+    assert ours == spec_codes
+
+
+def test_operations_of_the_spec_are_the_ones_we_call() -> None:
+    from runcycles_core import _http
+
+    ours = {
+        _http.RESERVATIONS_PATH,
+        _http.RESERVATIONS_PATH + "/{reservation_id}",
+        _http.RESERVATIONS_PATH + "/{reservation_id}/commit",
+        _http.RESERVATIONS_PATH + "/{reservation_id}/release",
+        _http.RESERVATIONS_PATH + "/{reservation_id}/extend",
+        _http.DECIDE_PATH,
+        _http.BALANCES_PATH,
+        _http.EVENTS_PATH,
+    }
+    evidence = {p for p in SPEC["paths"] if "evidence" in p or "jwks" in p}
+    assert set(SPEC["paths"]) - evidence == ours
+
+
+def _spec_example(schema_name: str) -> dict[str, Any]:
+    example = SCHEMAS[schema_name].get("example")
+    assert isinstance(example, dict), f"{schema_name} has no example in the spec"
+    return example
+
+
+@pytest.mark.parametrize(
+    "schema_name",
+    [n for n in sorted(MODELS) if isinstance(SCHEMAS[n].get("example"), dict)],
+)
+def test_spec_examples_parse_and_round_trip(schema_name: str) -> None:
+    example = _spec_example(schema_name)
+    model = MODELS[schema_name]
+    parsed = model.model_validate(example)
+    assert parsed.to_wire() == example
+
+
+def test_int64_amounts_stay_exact_integers() -> None:
+    big = m.INT64_MAX
+    amount = m.Amount(unit=m.Unit.USD_MICROCENTS, amount=big)
+    assert amount.to_wire() == {"unit": "USD_MICROCENTS", "amount": big}
+    with pytest.raises(ValidationError):
+        m.Amount(unit=m.Unit.USD_MICROCENTS, amount=big + 1)
+    with pytest.raises(ValidationError):
+        m.Amount(unit=m.Unit.USD_MICROCENTS, amount=-1)
+    for not_an_int in (1.0, "1", True):
+        with pytest.raises(ValidationError):
+            m.Amount.model_validate({"unit": "USD_MICROCENTS", "amount": not_an_int})
+    assert m.SignedAmount(unit=m.Unit.TOKENS, amount=m.INT64_MIN).amount == m.INT64_MIN
+
+
+def test_requests_are_strict_and_responses_forward_compatible() -> None:
+    with pytest.raises(ValidationError):
+        m.Action(kind="llm.completion", name="gpt", colour="red")  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        m.ReservationCreateRequest.model_validate(
+            {
+                "subject": {"tenant": "acme", "region": "eu"},
+                "action": {"kind": "k", "name": "n"},
+                "estimate": {"unit": "TOKENS", "amount": 1},
+            }
+        )
+    parsed = m.ReservationCreateResponse.parse_response(
+        {
+            "decision": "ALLOW",
+            "affected_scopes": ["tenant:acme"],
+            "reservation_id": "r1",
+            "future_field": {"x": 1},
+            "reserved": {"unit": "TOKENS", "amount": 5, "precision": 2},
+            "balances": [
+                {
+                    "scope": "tenant:acme",
+                    "scope_path": "tenant:acme",
+                    "remaining": {"unit": "TOKENS", "amount": -3},
+                    "new_counter": 7,
+                }
+            ],
+        }
+    )
+    assert parsed.reservation_id == "r1"
+    assert parsed.reserved == m.Amount(unit=m.Unit.TOKENS, amount=5)
+    assert parsed.balances is not None
+    assert parsed.balances[0].remaining.amount == -3
+
+
+def test_unknown_reason_codes_are_accepted() -> None:
+    parsed = m.DecisionResponse.parse_response(
+        {"decision": "DENY", "reason_code": "SOMETHING_NEW_IN_V2"}
+    )
+    assert parsed.reason_code == "SOMETHING_NEW_IN_V2"
+    assert m.ErrorCode.from_string("SOMETHING_NEW_IN_V2") is m.ErrorCode.UNKNOWN
+
+
+def test_subject_needs_a_standard_level() -> None:
+    with pytest.raises(ValidationError):
+        m.Subject(dimensions={"run_id": "r1"})
+    with pytest.raises(ValidationError):
+        m.Subject()
+    assert m.Subject(tenant="acme", agent="bot").scope_path() == "tenant:acme/agent:bot"
+    with pytest.raises(ValidationError):
+        m.Subject(tenant="x" * 129)
+
+
+def test_request_models_get_a_stable_generated_key() -> None:
+    request = m.ReleaseRequest()
+    first = request.to_wire()["idempotency_key"]
+    assert first == request.to_wire()["idempotency_key"]
+    assert 1 <= len(first) <= 256
+    assert m.ReleaseRequest().idempotency_key != first
+    with pytest.raises(ValidationError):
+        m.ReleaseRequest(idempotency_key="")
