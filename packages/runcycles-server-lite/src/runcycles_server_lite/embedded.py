@@ -125,15 +125,17 @@ class EmbeddedRedis:
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        # SIGTERM makes redis-server flush the AOF and exit cleanly.
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:
+            # SIGTERM makes redis-server flush the AOF and exit cleanly.
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        # Also when the store already died on its own: don't leak the pipe.
         if proc.stderr:
             proc.stderr.close()
 
