@@ -401,7 +401,7 @@ async def update_api_key(
 
 # -- budgets ---------------------------------------------------------------------------------
 async def list_budgets(store: Store, tenant_id: str | None = None) -> list[dict[str, str]]:
-    """Budget records of one tenant (or of every tenant), in (scope, unit) order."""
+    """Budget records of one tenant (or of every tenant), a parent scope before its children."""
     tenants = (
         [tenant_id]
         if tenant_id is not None
@@ -414,7 +414,8 @@ async def list_budgets(store: Store, tenant_id: str | None = None) -> list[dict[
         for m in members:
             scope, _, unit = m.rpartition("|")
             keys.append(store.keys.budget(t, scope, unit))
-        out += await _hgetall_many(store, keys)
+        rows = await _hgetall_many(store, keys)
+        out += sorted(rows, key=lambda r: (r.get("scope", ""), r.get("unit", "")))
     return out
 
 
