@@ -1,0 +1,95 @@
+-- Commit the actual amount of an ACTIVE reservation.
+--
+-- KEYS: 1 tenant, 2 reservation, 3 res:exp
+-- ARGV: 1 caller tenant, 2 actual, 3 unit, 4 idempotency_key, 5 payload hash,
+--       6 metrics json or "", 7 metadata json or "", 8 retention ms
+
+local actual = ARGV[2]
+if not is_amount(actual) then return err("INVALID_REQUEST", "actual.amount must be an int64 >= 0") end
+actual = dnorm(actual)
+
+local f = redis.call("HMGET", KEYS[2], "status", "tenant", "estimate", "unit", "budget_keys",
+  "budget_scopes", "overage_policy", "expires_at", "grace_ms", "commit_key", "commit_hash",
+  "commit_body", "reservation_id")
+local status = f[1]
+if not status then return err("NOT_FOUND", "reservation not found") end
+if f[2] ~= ARGV[1] then return err("FORBIDDEN", "reservation belongs to another tenant") end
+
+if status == "COMMITTED" and f[10] == ARGV[4] then
+  if f[11] ~= ARGV[5] then
+    return err("IDEMPOTENCY_MISMATCH", "idempotency_key was already used with a different request")
+  end
+  return ok(200, f[12])
+end
+
+local tenant, terr = tenant_settings(KEYS[1])
+if not tenant then return terr end
+if tenant.closed then return err("TENANT_CLOSED", "tenant is closed") end
+
+if status == "EXPIRED" then return err("RESERVATION_EXPIRED", "reservation has expired") end
+if status ~= "ACTIVE" then
+  return err("RESERVATION_FINALIZED", "reservation is already " .. string.lower(status))
+end
+local unit = f[4]
+if ARGV[3] ~= unit then
+  return err("UNIT_MISMATCH", "actual.unit " .. ARGV[3] .. " differs from the reserved unit " .. unit,
+    '{"requested_unit":"' .. ARGV[3] .. '","expected_units":["' .. unit .. '"]}')
+end
+local estimate = dnorm(f[3] or "")
+local expires_at = tonumber(f[8] or "")
+local grace = tonumber(f[9] or "")
+if not estimate or not expires_at or not grace then
+  return err("INTERNAL_ERROR", "reservation record is malformed")
+end
+local now = now_ms()
+if now > expires_at + grace then return err("RESERVATION_EXPIRED", "reservation has expired") end
+
+local budgets, bscopes, berr = recorded_budgets(f[5], f[6])
+if not budgets then return err("INTERNAL_ERROR", "reservation budgets are malformed: " .. berr) end
+
+local plans, charged = {}, actual
+if dcmp(actual, estimate) <= 0 then
+  local back = dsub(estimate, actual)
+  for i = 1, #budgets do
+    local b = budgets[i]
+    plans[i] = {reserved = dsub(b.reserved, estimate), remaining = dadd(b.remaining, back),
+      spent = dadd(b.spent, actual)}
+  end
+elseif f[7] == "REJECT" then
+  -- Any overage is refused under REJECT, funds or not; the reservation stays ACTIVE.
+  return err("BUDGET_EXCEEDED", "actual exceeds the reservation and the overage policy is REJECT")
+else
+  local plan, extra = settle_overage(budgets, dsub(actual, estimate), f[7])
+  if not plan then
+    if extra == "BUDGET_EXCEEDED" then
+      return err("BUDGET_EXCEEDED", "actual exceeds the reservation and the overage policy is REJECT")
+    end
+    return err(extra, "overage would exceed the overdraft limit")
+  end
+  charged = dadd(estimate, extra)
+  for i = 1, #budgets do
+    local b, p = budgets[i], plan[i]
+    p.reserved = dsub(b.reserved, estimate)
+    p.spent = dadd(p.spent, estimate)
+    plans[i] = p
+  end
+end
+for i = 1, #budgets do
+  if not check_headroom(plans[i]) then
+    return err("INVALID_REQUEST", "commit would overflow the int64 ledger of " .. bscopes[i])
+  end
+end
+for i = 1, #budgets do write_budget(budgets[i], plans[i], now) end
+
+local body = '{"status":"COMMITTED","charged":' .. amount_json(unit, charged)
+if dcmp(charged, estimate) < 0 then
+  body = body .. ',"released":' .. amount_json(unit, dsub(estimate, charged))
+end
+body = body .. ',"balances":' .. balances_json(budgets, bscopes, unit) .. '}'
+
+redis.call("HSET", KEYS[2], "status", "COMMITTED", "charged", charged,
+  "finalized_at", istr(now), "commit_key", ARGV[4], "commit_hash", ARGV[5],
+  "metrics_json", ARGV[6], "committed_metadata_json", ARGV[7], "commit_body", body)
+redis.call("ZREM", KEYS[3], f[13])
+redis.call("PEXPIRE", KEYS[2], tonumber(ARGV[8]))
+return ok(200, body)

@@ -1,0 +1,55 @@
+-- Extend an ACTIVE reservation's expiry (from its current expires_at; no grace for extend).
+--
+-- KEYS: 1 tenant, 2 reservation, 3 res:exp, 4 idempotency record (per reservation and key)
+-- ARGV: 1 caller tenant, 2 extend_by_ms, 3 payload hash, 4 metadata json or "", 5 retention ms
+
+local f = redis.call("HMGET", KEYS[2], "status", "tenant", "expires_at", "grace_ms",
+  "extension_count", "max_extensions", "unit", "budget_keys", "budget_scopes", "reservation_id")
+local status = f[1]
+if not status then return err("NOT_FOUND", "reservation not found") end
+if f[2] ~= ARGV[1] then return err("FORBIDDEN", "reservation belongs to another tenant") end
+
+local idem = redis.call("HMGET", KEYS[4], "hash", "body_a", "body_b", "expires_at")
+if idem[1] then
+  if idem[1] ~= ARGV[3] then
+    return err("IDEMPOTENCY_MISMATCH", "idempotency_key was already used with a different request")
+  end
+  local rttl = 0
+  if status == "ACTIVE" then rttl = math.max(0, tonumber(idem[4]) - now_ms()) end
+  return ok(200, idem[2] .. istr(rttl) .. idem[3])
+end
+
+local tenant, terr = tenant_settings(KEYS[1])
+if not tenant then return terr end
+if tenant.closed then return err("TENANT_CLOSED", "tenant is closed") end
+
+if status == "EXPIRED" then return err("RESERVATION_EXPIRED", "reservation has expired") end
+if status ~= "ACTIVE" then
+  return err("RESERVATION_FINALIZED", "reservation is already " .. string.lower(status))
+end
+local expires_at = tonumber(f[3] or "")
+local grace = tonumber(f[4] or "")
+local count = tonumber(f[5] or "0") or 0
+local max_ext = tonumber(f[6] or "10") or 10
+if not expires_at or not grace then return err("INTERNAL_ERROR", "reservation record is malformed") end
+local now = now_ms()
+if now > expires_at then return err("RESERVATION_EXPIRED", "reservation has expired") end
+if count >= max_ext then
+  return err("MAX_EXTENSIONS_EXCEEDED", "reservation was already extended " .. istr(count) ..
+    " times (limit " .. istr(max_ext) .. ")")
+end
+local new_expires = expires_at + tonumber(ARGV[2])
+
+local budgets, bscopes, berr = recorded_budgets(f[8], f[9])
+if not budgets then return err("INTERNAL_ERROR", "reservation budgets are malformed: " .. berr) end
+
+redis.call("HSET", KEYS[2], "expires_at", istr(new_expires), "extend_metadata_json", ARGV[4])
+redis.call("HINCRBY", KEYS[2], "extension_count", 1)
+redis.call("ZADD", KEYS[3], new_expires + grace, f[10])
+
+local head = '{"status":"ACTIVE","expires_at_ms":' .. istr(new_expires) .. ',"remaining_ttl_ms":'
+local tail = ',"balances":' .. balances_json(budgets, bscopes, f[7]) .. '}'
+redis.call("HSET", KEYS[4], "hash", ARGV[3], "body_a", head, "body_b", tail,
+  "expires_at", istr(new_expires))
+redis.call("PEXPIRE", KEYS[4], tonumber(ARGV[5]) + (new_expires - now) + grace)
+return ok(200, head .. istr(new_expires - now) .. tail)

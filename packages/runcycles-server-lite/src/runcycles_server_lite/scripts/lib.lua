@@ -1,0 +1,404 @@
+-- Shared helpers, prepended to every script (see store.py).
+--
+-- Amounts are signed int64 decimal strings end to end: Lua numbers are doubles (exact only
+-- to 2^53) and cjson keeps 14 digits, so no amount ever becomes a Lua or cjson number.
+-- Scripts validate and compute every new value first (with the exact string arithmetic below,
+-- including int64 headroom), and only then write, so a script never fails halfway.
+--
+-- Return convention (parsed by runtime.py):
+--   {"OK", "<http status>", "<json body>"}
+--   {"ERR", "<error code>", "<message>", "<details json or empty>"}
+-- JSON bodies are built by concatenation. Strings inserted raw are either produced by
+-- Python's JSON encoder (passed in ARGV) or come from closed character sets (scope paths,
+-- units, ids, digits), so no escaping is needed here.
+
+local INT64_MAX = "9223372036854775807"
+local INT64_MIN_MAG = "9223372036854775808"
+
+-- Parse a signed decimal string into (negative, magnitude without leading zeros).
+local function dparse(s)
+  if type(s) ~= "string" then return nil end
+  local neg = false
+  local d = s
+  if string.sub(s, 1, 1) == "-" then
+    neg = true
+    d = string.sub(s, 2)
+  end
+  if d == "" or #d > 40 or not string.match(d, "^%d+$") then return nil end
+  d = (string.gsub(d, "^0+", ""))
+  if d == "" then return false, "0" end
+  return neg, d
+end
+
+local function ucmp(a, b)
+  if #a ~= #b then return (#a < #b) and -1 or 1 end
+  if a == b then return 0 end
+  return (a < b) and -1 or 1
+end
+
+local function uadd(a, b)
+  local out = {}
+  local i, j, carry = #a, #b, 0
+  while i > 0 or j > 0 or carry > 0 do
+    local da = (i > 0) and (string.byte(a, i) - 48) or 0
+    local db = (j > 0) and (string.byte(b, j) - 48) or 0
+    local s = da + db + carry
+    carry = (s >= 10) and 1 or 0
+    out[#out + 1] = string.char(48 + s % 10)
+    i = i - 1
+    j = j - 1
+  end
+  local r = string.reverse(table.concat(out))
+  return (r == "") and "0" or r
+end
+
+-- a - b for magnitudes with a >= b.
+local function usub(a, b)
+  local out = {}
+  local i, j, borrow = #a, #b, 0
+  while i > 0 do
+    local da = string.byte(a, i) - 48 - borrow
+    local db = (j > 0) and (string.byte(b, j) - 48) or 0
+    if da < db then
+      da = da + 10
+      borrow = 1
+    else
+      borrow = 0
+    end
+    out[#out + 1] = string.char(48 + da - db)
+    i = i - 1
+    j = j - 1
+  end
+  local r = (string.gsub(string.reverse(table.concat(out)), "^0+", ""))
+  return (r == "") and "0" or r
+end
+
+local function dfmt(neg, mag)
+  if neg and mag ~= "0" then return "-" .. mag end
+  return mag
+end
+
+-- Normalised form of a decimal string ("007" -> "7", "-0" -> "0"); nil if malformed.
+local function dnorm(s)
+  local n, m = dparse(s)
+  if n == nil then return nil end
+  return dfmt(n, m)
+end
+
+local function dadd(x, y)
+  local xn, xm = dparse(x)
+  local yn, ym = dparse(y)
+  if xn == yn then return dfmt(xn, uadd(xm, ym)) end
+  local c = ucmp(xm, ym)
+  if c == 0 then return "0" end
+  if c > 0 then return dfmt(xn, usub(xm, ym)) end
+  return dfmt(yn, usub(ym, xm))
+end
+
+local function dneg(x)
+  local n, m = dparse(x)
+  return dfmt(not n, m)
+end
+
+local function dsub(x, y) return dadd(x, dneg(y)) end
+
+local function dcmp(x, y)
+  local xn, xm = dparse(x)
+  local yn, ym = dparse(y)
+  if xm == "0" then xn = false end
+  if ym == "0" then yn = false end
+  if xn ~= yn then return xn and -1 or 1 end
+  local c = ucmp(xm, ym)
+  if xn then return -c end
+  return c
+end
+
+local function dmin(x, y) if dcmp(x, y) <= 0 then return x end return y end
+local function dmax0(x) if dcmp(x, "0") < 0 then return "0" end return x end
+
+-- True if s is a well-formed decimal inside the signed int64 range.
+local function fits64(s)
+  local n, m = dparse(s)
+  if n == nil then return false end
+  if n then return ucmp(m, INT64_MIN_MAG) <= 0 end
+  return ucmp(m, INT64_MAX) <= 0
+end
+
+local function is_amount(s)
+  local n = dparse(s)
+  return n == false and fits64(s)
+end
+
+-- Redis TIME in epoch milliseconds (the only clock). Safe as a Lua number (< 2^53).
+local function now_ms()
+  local t = redis.call("TIME")
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function ok(status, body) return {"OK", tostring(status), body} end
+local function err(code, message, details) return {"ERR", code, message, details or ""} end
+
+-- Integer (ms, counts) as a decimal string without exponent or ".0".
+local function istr(n) return string.format("%d", n) end
+
+local function jstr(s) return '"' .. s .. '"' end
+
+local function amount_json(unit, amount)
+  return '{"unit":"' .. unit .. '","amount":' .. amount .. '}'
+end
+
+local function split_lines(s)
+  local out = {}
+  if s == nil or s == "" then return out end
+  for line in string.gmatch(s, "[^\n]+") do out[#out + 1] = line end
+  return out
+end
+
+local function json_array(strs)
+  local parts = {}
+  for i = 1, #strs do parts[i] = jstr(strs[i]) end
+  return "[" .. table.concat(parts, ",") .. "]"
+end
+
+-- Tenant record guard and settings. Returns (settings table) or (nil, err reply).
+-- No record means no governance plane: no guard, defaults apply.
+local function tenant_settings(key)
+  local f = redis.call("HMGET", key, "status", "default_commit_overage_policy",
+    "default_reservation_ttl_ms", "max_reservation_ttl_ms", "max_reservation_extensions",
+    "tenant_id")
+  local t = {exists = false, closed = false}
+  if not f[1] and not f[6] then return t end
+  t.exists = true
+  local status = f[1]
+  if status == "CLOSED" then
+    t.closed = true
+  elseif status ~= "ACTIVE" and status ~= "SUSPENDED" then
+    return nil, err("INTERNAL_ERROR", "tenant record has an unreadable status")
+  end
+  t.policy = f[2] or false
+  t.default_ttl = tonumber(f[3] or "")
+  t.max_ttl = tonumber(f[4] or "")
+  t.max_ext = tonumber(f[5] or "")
+  return t
+end
+
+local BUDGET_READ = {"status", "allocated", "remaining", "reserved", "spent", "debt",
+  "overdraft_limit", "is_over_limit", "caps_json", "unit"}
+
+-- Read one budget hash; nil if it does not exist; (nil, err) if corrupt.
+local function read_budget(key)
+  local f = redis.call("HMGET", key, unpack(BUDGET_READ))
+  if not f[1] and not f[3] and not f[6] and not f[8] then return nil end
+  local b = {
+    key = key,
+    status = f[1] or "ACTIVE",
+    allocated = f[2] or "0",
+    remaining = f[3] or "0",
+    reserved = f[4] or "0",
+    spent = f[5] or "0",
+    debt = f[6] or "0",
+    overdraft_limit = f[7] or "0",
+    over = (f[8] == "true"),
+    caps = f[9],
+  }
+  for _, k in ipairs({"allocated", "remaining", "reserved", "spent", "debt", "overdraft_limit"}) do
+    local v = dnorm(b[k])
+    if v == nil or not fits64(v) then return nil, err("INTERNAL_ERROR", "budget " .. key .. " has a malformed " .. k) end
+    b[k] = v
+  end
+  return b
+end
+
+-- The first refusal for a new reservation on one budget, in the protocol's order.
+local function reserve_refusal(b, estimate)
+  if b.status == "FROZEN" then return "BUDGET_FROZEN" end
+  if b.status == "CLOSED" then return "BUDGET_CLOSED" end
+  if b.over then return "OVERDRAFT_LIMIT_EXCEEDED" end
+  if dcmp(b.debt, "0") > 0 and dcmp(b.overdraft_limit, "0") == 0 then return "DEBT_OUTSTANDING" end
+  if dcmp(b.remaining, estimate) < 0 then return "BUDGET_EXCEEDED" end
+  return nil
+end
+
+local REFUSAL_MESSAGE = {
+  BUDGET_FROZEN = "budget is frozen",
+  BUDGET_CLOSED = "budget is closed",
+  OVERDRAFT_LIMIT_EXCEEDED = "budget is over its overdraft limit",
+  DEBT_OUTSTANDING = "budget has outstanding debt",
+  BUDGET_EXCEEDED = "insufficient remaining budget",
+}
+
+-- Apply new values (already validated) to a budget: nv is {field = new decimal string}.
+-- Writes with HINCRBY by the exact difference so Redis re-checks int64 arithmetic.
+local function write_budget(b, nv, now)
+  for _, k in ipairs({"remaining", "reserved", "spent", "debt"}) do
+    if nv[k] ~= nil and nv[k] ~= b[k] then
+      redis.call("HINCRBY", b.key, k, dsub(nv[k], b[k]))
+      b[k] = nv[k]
+    end
+  end
+  if nv.over ~= nil and nv.over ~= b.over then
+    redis.call("HSET", b.key, "is_over_limit", nv.over and "true" or "false")
+    b.over = nv.over
+  end
+  redis.call("HSET", b.key, "updated_at", istr(now))
+end
+
+-- Every value in nv must stay a valid int64 (and non-negative except remaining).
+local function check_headroom(nv)
+  for k, v in pairs(nv) do
+    if k ~= "over" then
+      if v == nil or not fits64(v) then return false end
+      if k ~= "remaining" and dcmp(v, "0") < 0 then return false end
+    end
+  end
+  return true
+end
+
+local function balance_json(b, scope, unit)
+  local function a(v) return amount_json(unit, v) end
+  return '{"scope":' .. jstr(scope) .. ',"scope_path":' .. jstr(scope) ..
+    ',"remaining":' .. a(b.remaining) .. ',"reserved":' .. a(b.reserved) ..
+    ',"spent":' .. a(b.spent) .. ',"allocated":' .. a(b.allocated) ..
+    ',"debt":' .. a(b.debt) .. ',"overdraft_limit":' .. a(b.overdraft_limit) ..
+    ',"is_over_limit":' .. (b.over and "true" or "false") .. '}'
+end
+
+local function balances_json(budgets, scopes, unit)
+  local parts = {}
+  for i = 1, #budgets do parts[i] = balance_json(budgets[i], scopes[i], unit) end
+  return "[" .. table.concat(parts, ",") .. "]"
+end
+
+-- Overage settlement shared by commit (base = reserved estimate) and events (base = 0).
+-- Returns (plan, charged_extra) or (nil, error code). plan[i] = new values for budgets[i].
+-- delta > 0 is the amount beyond the reservation that has to be charged.
+local function settle_overage(budgets, delta, policy)
+  local n = #budgets
+  if dcmp(delta, "0") <= 0 then return {}, "0" end
+  local all_cover = true
+  for i = 1, n do
+    if dcmp(budgets[i].remaining, delta) < 0 then all_cover = false end
+  end
+  local plan = {}
+  if all_cover then
+    for i = 1, n do
+      local b = budgets[i]
+      plan[i] = {remaining = dsub(b.remaining, delta), spent = dadd(b.spent, delta)}
+    end
+    return plan, delta
+  end
+  if policy == "REJECT" then return nil, "BUDGET_EXCEEDED" end
+  if policy == "ALLOW_WITH_OVERDRAFT" then
+    -- Zero-limit scopes that cannot cover the delta cap it, as ALLOW_IF_AVAILABLE would.
+    local capped = delta
+    for i = 1, n do
+      local b = budgets[i]
+      if dcmp(b.overdraft_limit, "0") == 0 and dcmp(b.remaining, delta) < 0 then
+        capped = dmin(capped, dmax0(b.remaining))
+      end
+    end
+    for i = 1, n do
+      local b = budgets[i]
+      if dcmp(b.overdraft_limit, "0") > 0 and dcmp(b.remaining, capped) < 0 then
+        local deficit = dsub(capped, dmax0(b.remaining))
+        if dcmp(dadd(b.debt, deficit), b.overdraft_limit) > 0 then
+          return nil, "OVERDRAFT_LIMIT_EXCEEDED"
+        end
+      end
+    end
+    for i = 1, n do
+      local b = budgets[i]
+      local p = {remaining = dsub(b.remaining, capped)}
+      if dcmp(b.remaining, capped) >= 0 then
+        p.spent = dadd(b.spent, capped)
+      else
+        local funded = dmax0(b.remaining)
+        p.spent = dadd(b.spent, funded)
+        p.debt = dadd(b.debt, dsub(capped, funded))
+        if dcmp(p.debt, b.overdraft_limit) > 0 then p.over = true end
+      end
+      if dcmp(b.overdraft_limit, "0") == 0 and dcmp(b.remaining, delta) < 0 then p.over = true end
+      plan[i] = p
+    end
+    return plan, capped
+  end
+  -- ALLOW_IF_AVAILABLE: charge what every scope can cover; never debt, never refuse.
+  local capped = delta
+  for i = 1, n do capped = dmin(capped, dmax0(budgets[i].remaining)) end
+  for i = 1, n do
+    local b = budgets[i]
+    plan[i] = {remaining = dsub(b.remaining, capped), spent = dadd(b.spent, capped)}
+    if dcmp(b.remaining, delta) < 0 then plan[i].over = true end
+  end
+  return plan, capped
+end
+
+-- When no derived scope has a budget in `unit`: UNIT_MISMATCH if some scope is budgeted in
+-- another unit (the budgets index ZSET holds "<scope>|<UNIT>"), else nil.
+local function unit_probe(zkey, scopes, unit, units_csv)
+  for i = 1, #scopes do
+    local found = {}
+    for u in string.gmatch(units_csv, "[^,]+") do
+      if u ~= unit and redis.call("ZSCORE", zkey, scopes[i] .. "|" .. u) then
+        found[#found + 1] = u
+      end
+    end
+    if #found > 0 then
+      return err("UNIT_MISMATCH", "no budget in " .. unit .. " for the derived scopes; " ..
+        scopes[i] .. " is budgeted in " .. table.concat(found, ", "),
+        '{"scope":' .. jstr(scopes[i]) .. ',"requested_unit":"' .. unit ..
+        '","expected_units":' .. json_array(found) .. '}')
+    end
+  end
+  return nil
+end
+
+-- Reads the budgets of the derived scopes (KEYS[first + i]) and applies the reservation
+-- checks tenant -> leaf. Returns a table {budgets, scopes, leaf, refusal, refusal_scope}
+-- or (nil, err) for a corrupt budget.
+local function evaluate(first, scopes, estimate, check)
+  local r = {budgets = {}, scopes = {}, leaf = nil}
+  for i = 1, #scopes do
+    local b, berr = read_budget(KEYS[first + i])
+    if berr then return nil, berr end
+    if b then
+      r.budgets[#r.budgets + 1] = b
+      r.scopes[#r.scopes + 1] = scopes[i]
+      if i == #scopes then r.leaf = b end
+      local refusal = check(b, estimate)
+      if refusal and not r.refusal then
+        r.refusal = refusal
+        r.refusal_scope = scopes[i]
+      end
+    end
+  end
+  return r
+end
+
+local function leaf_caps(r)
+  local c = r.leaf and r.leaf.caps
+  if c and c ~= "" and c ~= "{}" and c ~= "null" then return c end
+  return nil
+end
+
+local function refusal_error(r)
+  return err(r.refusal, REFUSAL_MESSAGE[r.refusal] .. ": " .. r.refusal_scope,
+    '{"scope":' .. jstr(r.refusal_scope) .. '}')
+end
+
+-- Budgets recorded on a reservation (key names written from KEYS at reserve time, all in
+-- the tenant's slot). Missing budgets (deleted by an operator) are skipped.
+local function recorded_budgets(keys_str, scopes_str)
+  local keys, scopes = split_lines(keys_str), split_lines(scopes_str)
+  if #keys ~= #scopes then return nil, nil, "MALFORMED_SCOPES" end
+  local budgets, bscopes = {}, {}
+  for i = 1, #keys do
+    local b, berr = read_budget(keys[i])
+    if berr then return nil, nil, "MALFORMED_BUDGET" end
+    if b then
+      budgets[#budgets + 1] = b
+      bscopes[#bscopes + 1] = scopes[i]
+    end
+  end
+  return budgets, bscopes
+end

@@ -1,0 +1,128 @@
+-- Create a reservation (live) or evaluate one without mutating anything (dry run).
+--
+-- KEYS: 1 tenant, 2 idempotency record (reserve namespace, shared by live and dry run),
+--       3 new reservation, 4 res:idx, 5 res:exp, 6 budgets index, 7.. budget per derived scope
+-- ARGV: 1 mode (live|dry), 2 tenant, 3 reservation_id, 4 idempotency_key, 5 payload hash,
+--       6 estimate, 7 unit, 8 ttl_ms or "", 9 grace_ms, 10 overage policy or "",
+--       11 subject json, 12 action json, 13 metadata json or "", 14 retention ms,
+--       15 dry-run idempotency ttl ms, 16 units csv, 17 n, 18.. derived scopes (tenant -> leaf)
+
+local mode = ARGV[1]
+local estimate = ARGV[6]
+local unit = ARGV[7]
+local n = tonumber(ARGV[17])
+local scopes = {}
+for i = 1, n do scopes[i] = ARGV[17 + i] end
+local scope_path = scopes[n]
+local affected = json_array(scopes)
+
+if not is_amount(estimate) then return err("INVALID_REQUEST", "estimate.amount must be an int64 >= 0") end
+estimate = dnorm(estimate)
+
+-- Idempotent replay wins over every other check.
+local idem = redis.call("HMGET", KEYS[2], "hash", "kind", "body", "body_a", "body_b", "res_key", "expires_at")
+if idem[1] then
+  if idem[1] ~= ARGV[5] then
+    return err("IDEMPOTENCY_MISMATCH", "idempotency_key was already used with a different request")
+  end
+  if idem[2] == "dry" then return ok(200, idem[3]) end
+  local state = redis.call("HGET", idem[6], "status")
+  local rttl = 0
+  if state == "ACTIVE" then rttl = math.max(0, tonumber(idem[7]) - now_ms()) end
+  return ok(200, idem[4] .. istr(rttl) .. idem[5])
+end
+
+local tenant, terr = tenant_settings(KEYS[1])
+if not tenant then return terr end
+
+local function dry_reply(decision, reason, balances, caps)
+  local body = '{"decision":"' .. decision .. '","affected_scopes":' .. affected ..
+    ',"scope_path":' .. jstr(scope_path) .. ',"reserved":' .. amount_json(unit, estimate)
+  if balances then body = body .. ',"balances":' .. balances end
+  if caps then body = body .. ',"caps":' .. caps end
+  if reason then body = body .. ',"reason_code":"' .. reason .. '"' end
+  body = body .. '}'
+  redis.call("HSET", KEYS[2], "hash", ARGV[5], "kind", "dry", "body", body)
+  redis.call("PEXPIRE", KEYS[2], tonumber(ARGV[15]))
+  return ok(200, body)
+end
+
+if tenant.closed then
+  if mode == "dry" then return dry_reply("DENY", "TENANT_CLOSED") end
+  return err("TENANT_CLOSED", "tenant is closed")
+end
+
+local r, rerr = evaluate(6, scopes, estimate, reserve_refusal)
+if not r then return rerr end
+local budgets, bscopes = r.budgets, r.scopes
+if r.refusal then
+  if mode == "dry" then return dry_reply("DENY", r.refusal, balances_json(budgets, bscopes, unit)) end
+  return refusal_error(r)
+end
+if #budgets == 0 then
+  local mismatch = unit_probe(KEYS[6], scopes, unit, ARGV[16])
+  if mismatch then return mismatch end
+  if mode == "dry" then return dry_reply("DENY", "BUDGET_NOT_FOUND", "[]") end
+  return err("NOT_FOUND", "Budget not found for provided scope: " .. scope_path)
+end
+
+local caps = leaf_caps(r)
+local decision = caps and "ALLOW_WITH_CAPS" or "ALLOW"
+
+if mode == "dry" then
+  return dry_reply(decision, nil, balances_json(budgets, bscopes, unit), caps)
+end
+
+-- Live: resolve tenant defaults, check headroom, then write everything.
+local ttl = tonumber(ARGV[8]) or tenant.default_ttl or 60000
+local max_ttl = tenant.max_ttl or 3600000
+if ttl > max_ttl then ttl = max_ttl end
+if ttl < 1 then ttl = 1 end
+local grace = tonumber(ARGV[9])
+local policy = ARGV[10]
+if policy == "" then policy = tenant.policy or "ALLOW_IF_AVAILABLE" end
+if policy ~= "REJECT" and policy ~= "ALLOW_IF_AVAILABLE" and policy ~= "ALLOW_WITH_OVERDRAFT" then
+  return err("INVALID_REQUEST", "tenant default_commit_overage_policy is not a CommitOveragePolicy")
+end
+local max_ext = tenant.max_ext or 10
+
+local plans = {}
+for i = 1, #budgets do
+  local b = budgets[i]
+  plans[i] = {remaining = dsub(b.remaining, estimate), reserved = dadd(b.reserved, estimate)}
+  if not check_headroom(plans[i]) then
+    return err("INVALID_REQUEST", "estimate would overflow the int64 ledger of " .. bscopes[i])
+  end
+end
+
+local now = now_ms()
+local expires_at = now + ttl
+for i = 1, #budgets do write_budget(budgets[i], plans[i], now) end
+
+local rid = ARGV[3]
+local bkeys = {}
+for i = 1, #budgets do bkeys[i] = budgets[i].key end
+redis.call("HSET", KEYS[3],
+  "reservation_id", rid, "tenant", ARGV[2], "status", "ACTIVE",
+  "subject_json", ARGV[11], "action_json", ARGV[12], "metadata_json", ARGV[13],
+  "unit", unit, "estimate", estimate, "scope_path", scope_path, "affected_json", affected,
+  "budget_keys", table.concat(bkeys, "\n"), "budget_scopes", table.concat(bscopes, "\n"),
+  "created_at", istr(now), "expires_at", istr(expires_at), "grace_ms", istr(grace),
+  "idempotency_key", ARGV[4], "overage_policy", policy,
+  "max_extensions", istr(max_ext), "extension_count", "0")
+redis.call("ZADD", KEYS[4], now, rid)
+redis.call("ZADD", KEYS[5], expires_at + grace, rid)
+
+local head = '{"decision":"' .. decision .. '","reservation_id":"' .. rid ..
+  '","reserved":' .. amount_json(unit, estimate) .. ',"expires_at_ms":' .. istr(expires_at) ..
+  ',"remaining_ttl_ms":'
+local tail = ',"scope_path":' .. jstr(scope_path) .. ',"affected_scopes":' .. affected ..
+  ',"balances":' .. balances_json(budgets, bscopes, unit)
+if caps then tail = tail .. ',"caps":' .. caps end
+tail = tail .. '}'
+
+redis.call("HSET", KEYS[2], "hash", ARGV[5], "kind", "live", "body_a", head, "body_b", tail,
+  "res_key", KEYS[3], "expires_at", istr(expires_at))
+-- Kept as long as the reservation can live (extensions included) plus finalized retention.
+redis.call("PEXPIRE", KEYS[2], tonumber(ARGV[14]) + ttl + grace)
+return ok(200, head .. istr(ttl) .. tail)

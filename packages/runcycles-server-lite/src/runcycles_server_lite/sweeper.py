@@ -1,0 +1,119 @@
+"""The expiry sweeper: ACTIVE reservations past expires_at + grace go EXPIRED, holds return.
+
+Every ``sweep_interval_s`` one process (whoever takes the Redis lease) walks the tenant index;
+per tenant it reads the due ids from ``res:exp`` (scored by expires_at + grace, compared with
+Redis TIME) and runs ``expire.lua`` once for up to ``sweep_batch`` of them. The script
+re-checks everything itself, so a lost lease or two overlapping sweepers only waste work:
+expiry is idempotent and a hold is returned at most once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from dataclasses import dataclass
+
+from .config import Settings
+from .store import Store
+
+log = logging.getLogger("runcycles_server_lite.sweeper")
+
+_TENANT_CHUNK = 100
+
+
+@dataclass
+class SweepStats:
+    """What one sweep did (summed over tenants)."""
+
+    expired: int = 0
+    skipped: int = 0
+    quarantined: int = 0
+    missing: int = 0
+    ran: bool = True
+
+
+class Sweeper:
+    """Runs :meth:`sweep` periodically in a background task."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self._task: asyncio.Task[None] | None = None
+        self._lease_key = store.keys.lease("sweeper")
+
+    def start(self) -> None:
+        if self.settings.sweep_interval_s > 0 and self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="runcycles-expiry-sweeper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval_s)
+            try:
+                stats = await self.sweep()
+                if stats.quarantined:
+                    log.warning("sweeper quarantined %d reservations", stats.quarantined)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a failed sweep must never kill the loop
+                log.warning("expiry sweep failed: %s", exc)
+
+    async def sweep(self) -> SweepStats:
+        """One pass over every tenant, under the lease; ``ran=False`` if another process
+        holds it."""
+        token = secrets.token_hex(16)
+        lease_ms = max(5000, int(self.settings.sweep_interval_s * 10_000))
+        if not await self.store.redis.set(self._lease_key, token, nx=True, px=lease_ms):
+            return SweepStats(ran=False)
+        try:
+            return await self._sweep_all()
+        finally:
+            await self.store.run("unlock", [self._lease_key], [token])
+
+    async def _sweep_all(self) -> SweepStats:
+        stats = SweepStats()
+        store = self.store
+        keys = store.keys
+        now = await store.time_ms()
+        batch = max(1, self.settings.sweep_batch)
+        start = 0
+        while True:
+            tenants: list[str] = await store.redis.zrange(
+                keys.tenants(), start, start + _TENANT_CHUNK - 1
+            )
+            if not tenants:
+                return stats
+            start += len(tenants)
+            async with store.redis.pipeline(transaction=False) as pipe:
+                for t in tenants:
+                    pipe.zrangebyscore(keys.reservation_expiry(t), "-inf", now, start=0, num=batch)
+                due_lists: list[list[str]] = await pipe.execute()
+            for tenant, due in zip(tenants, due_lists, strict=True):
+                if due:
+                    await self._expire(tenant, due, stats)
+
+    async def _expire(self, tenant: str, ids: list[str], stats: SweepStats) -> None:
+        keys = self.store.keys
+        try:
+            result = await self.store.run(
+                "expire",
+                [keys.tenant(tenant), keys.reservation_expiry(tenant)]
+                + [keys.reservation(tenant, rid) for rid in ids],
+                [str(self.settings.finalized_retention_ms), *ids],
+            )
+        except Exception as exc:  # one tenant's failure must not stop the others
+            log.warning("expiring reservations of tenant %s failed: %s", tenant, exc)
+            return
+        expired, skipped, quarantined, missing = (int(x) for x in result)
+        stats.expired += expired
+        stats.skipped += skipped
+        stats.quarantined += quarantined
+        stats.missing += missing
