@@ -86,6 +86,7 @@ def on_disk(j: CommitJournal, rid: str) -> dict[str, object] | None:
 
 
 def test_write_crash_restart_replays_exactly_once(tmp_path: Path) -> None:
+    """CR-DURABLE-001 (journal half): record survives restart, replays once, then is removed."""
     first = make(tmp_path)
     first.write(rec("res-1"))
     first.write(rec("res-2", created_at=1_800_000_001.0))
@@ -113,6 +114,7 @@ def test_write_crash_restart_replays_exactly_once(tmp_path: Path) -> None:
 
 
 def test_filenames_are_sha256_of_exact_utf8_id(tmp_path: Path) -> None:
+    """CR-DURABLE-007: the name is sha256 of the exact UTF-8 id; distinct ids, distinct files."""
     j = make(tmp_path)
     ids = ["res/1", "res_1", "res:1", "rés-1", "RES/1"]
     for rid in ids:
@@ -142,6 +144,7 @@ def test_permissions_are_private_even_with_open_umask(tmp_path: Path) -> None:
 
 
 def test_partitioned_by_server_and_tenant_and_stable_across_key_rotation(tmp_path: Path) -> None:
+    """CR-DURABLE-004 (journal half): the partition depends on server + tenant, never a key."""
     make(tmp_path).write(rec("mine"))
     other_tenant = make(tmp_path, tenant="globex")
     other_server = make(tmp_path, server_url="http://127.0.0.1:9999")
@@ -168,6 +171,7 @@ def test_partitioned_by_server_and_tenant_and_stable_across_key_rotation(tmp_pat
 def test_corrupt_records_are_quarantined_and_others_replay(
     tmp_path: Path, content: bytes, reason: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """CR-DURABLE-005: corrupt/truncated records are quarantined and reported."""
     j = make(tmp_path)
     j.write(rec("good"))
     bad = j.path / record_filename("bad")
@@ -188,6 +192,7 @@ def test_corrupt_records_are_quarantined_and_others_replay(
 
 
 def test_unsupported_version_and_misnamed_records_are_quarantined(tmp_path: Path) -> None:
+    """CR-DURABLE-005: unsupported-version records are quarantined; valid ones still replay."""
     j = make(tmp_path)
     future = rec("future").model_dump()
     future["version"] = 3
@@ -205,6 +210,7 @@ def test_unsupported_version_and_misnamed_records_are_quarantined(tmp_path: Path
 
 
 def test_retry_later_persists_not_before_and_replay_waits(tmp_path: Path) -> None:
+    """CR-DURABLE-003 (journal half): the 429 floor is persisted and honoured after restart."""
     clock = Clock()
     j = make(tmp_path, clock)
     j.write(rec())
@@ -235,6 +241,7 @@ def test_retry_later_persists_not_before_and_replay_waits(tmp_path: Path) -> Non
 
 
 def test_switch_to_event_is_durable_before_event_attempt(tmp_path: Path) -> None:
+    """CR-DURABLE-002 (journal half): event mode is persisted before the event attempt."""
     j = make(tmp_path)
     j.write(rec())
     seen: list[tuple[str, object]] = []
@@ -376,6 +383,7 @@ def test_settle_exception_keeps_record_and_propagates(tmp_path: Path) -> None:
 
 
 def test_legacy_names_migrate_without_clobbering_collisions(tmp_path: Path) -> None:
+    """CR-DURABLE-007: matching legacy records migrate; a colliding legacy file is never deleted."""
     j = make(tmp_path)
     # "res/1" and "res:1" sanitize to the same legacy name; the file holds "res/1".
     legacy = j.path / "res_1.json"
@@ -411,6 +419,7 @@ def test_stale_temp_files_are_cleaned(tmp_path: Path) -> None:
 
 
 def test_concurrent_thread_replayers_settle_each_record_once(tmp_path: Path) -> None:
+    """CR-DURABLE-006 (journal half): independent workers, each record settled once."""
     ids = [f"res-{i}" for i in range(40)]
     seed = make(tmp_path)
     for rid in ids:
@@ -492,6 +501,7 @@ WORKER = textwrap.dedent(
 
 
 def test_concurrent_process_replayers_settle_each_record_once(tmp_path: Path) -> None:
+    """CR-DURABLE-006 (journal half): independent child processes, each record settled once."""
     root = tmp_path / "journal"
     ids = [f"res-{i}" for i in range(60)]
     seed = make(root)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.machinery
 import math
 import socket
 import subprocess
 import sys
 import textwrap
+import types
 from datetime import datetime, timezone
 from decimal import Decimal
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +22,7 @@ from genai_prices.types import TieredPrices
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runcycles_core import pricing
+from runcycles_core import _tokens, pricing
 from runcycles_core._tokens import (
     MESSAGE_OVERHEAD_TOKENS,
     REPLY_PRIMING_TOKENS,
@@ -272,6 +276,36 @@ def test_approximate_token_count() -> None:
     est = p.estimate("gpt-4o", messages=messages, max_output_tokens=10)
     assert est.input_tokens == want
     assert est.input_token_method == "approximate"
+
+
+def test_tiktoken_is_used_only_when_its_data_is_cached_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in tiktoken: importable, but counting needs its cached BPE file, which tiktoken
+    # would otherwise download. We must fall back rather than trigger that download.
+    fake = types.ModuleType("tiktoken")
+    fake.__spec__ = importlib.machinery.ModuleSpec("tiktoken", None)
+    loaded: list[str] = []
+
+    class Encoding:
+        def encode(self, text: str, disallowed_special: object = ()) -> list[int]:
+            return [0] * len(text.split())
+
+    def get_encoding(name: str) -> Encoding:
+        loaded.append(name)
+        return Encoding()
+
+    fake.get_encoding = get_encoding  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tiktoken", fake)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    assert _tokens._offline_tiktoken() is None
+    assert loaded == []
+    url = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
+    (tmp_path / hashlib.sha1(url.encode()).hexdigest()).write_bytes(b"cached")
+    counter = _tokens._offline_tiktoken()
+    assert counter is not None
+    assert counter("three words here") == 3
+    assert loaded == ["o200k_base"]
 
 
 def test_custom_token_counter_is_used() -> None:

@@ -63,7 +63,10 @@ def _tiktoken_cache_dir() -> Path:
 
 
 def _offline_tiktoken() -> TokenCounter | None:
-    if importlib.util.find_spec("tiktoken") is None:
+    try:
+        if importlib.util.find_spec("tiktoken") is None:
+            return None
+    except (ImportError, ValueError):
         return None
     cached = _tiktoken_cache_dir() / hashlib.sha1(_O200K_URL.encode()).hexdigest()
     if not cached.is_file():
