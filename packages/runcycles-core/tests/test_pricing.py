@@ -426,7 +426,9 @@ def test_no_network_at_import_or_call_in_fresh_process() -> None:
         socket.getaddrinfo = refuse
         from runcycles_core import pricing
         from runcycles_core.pricing import Usage
-        p = pricing.price("gpt-4o", Usage(input_tokens=1000, output_tokens=500))
+        from datetime import datetime, timezone
+        at = datetime(2026, 11, 1, tzinfo=timezone.utc)
+        p = pricing.price("gpt-4o", Usage(input_tokens=1000, output_tokens=500), at=at)
         e = pricing.estimate("claude-sonnet-4-5", messages=[{"role": "user", "content": "hi"}])
         print(p.amount, e.amount > 0)
         """
