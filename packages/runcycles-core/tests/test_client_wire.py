@@ -435,3 +435,35 @@ def test_one_pooled_client_for_many_calls() -> None:
         assert client._http is pool
     assert len(connections) == 3
     assert pool.is_closed
+
+
+def test_with_options_shares_the_pool_with_other_settings(recorder: Recorder) -> None:
+    recorder.reply(502, {"error": "INTERNAL_ERROR"})
+    recorder.reply(200, {"balances": []})
+    config = make_config(retry_max_attempts=3)
+    with rc.CyclesClient(config, transport=recorder.sync_transport()) as client:
+        view = client.with_options(retry_enabled=False, read_timeout=0.75)
+        assert view._http is client._http
+        with pytest.raises(rc.CyclesUnavailableError) as info:
+            view.get_balances()
+        assert info.value.attempts == 1
+        assert recorder.last.extensions["timeout"]["read"] == 0.75
+        view.close()
+        assert not client._http.is_closed
+        client.get_balances()
+        assert recorder.last.extensions["timeout"]["read"] == 5.0
+        with pytest.raises(ValueError, match="base_url"):
+            client.with_options(base_url="http://elsewhere")
+    assert client.config.retry_enabled is True
+
+
+async def test_async_with_options_shares_the_pool(recorder: Recorder) -> None:
+    recorder.reply(200, {"balances": []})
+    async with rc.AsyncCyclesClient(make_config(), transport=recorder.async_transport()) as client:
+        view = client.with_options(tenant="other", pool_timeout=1.0)
+        await view.get_balances()
+        await view.aclose()
+        assert not client._http.is_closed
+    assert dict(recorder.last.url.params) == {"tenant": "other"}
+    assert recorder.last.extensions["timeout"]["pool"] == 1.0
+    assert client._http.is_closed

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from ._retry import Ambiguous, parse_retry_after_ms
 from ._trace import TraceContext
+from .config import CyclesConfig
 from .errors import (
     CyclesTransportError,
     CyclesUnavailableError,
@@ -64,7 +65,9 @@ class Call(Generic[T]):
         key = getattr(self.body, "idempotency_key", None)
         return key if isinstance(key, str) else None
 
-    def build(self, http: httpx.Client | httpx.AsyncClient, trace: TraceContext) -> httpx.Request:
+    def build(
+        self, http: httpx.Client | httpx.AsyncClient, trace: TraceContext, config: CyclesConfig
+    ) -> httpx.Request:
         headers = trace.headers()
         key = self.idempotency_key
         if key is not None:
@@ -76,6 +79,12 @@ class Call(Generic[T]):
             json=self.body.to_wire() if self.body is not None else None,
             params=dict(self.params) if self.params else None,
             headers=headers,
+            timeout=httpx.Timeout(
+                connect=config.connect_timeout,
+                read=config.read_timeout,
+                write=config.write_timeout,
+                pool=config.pool_timeout,
+            ),
         )
 
 

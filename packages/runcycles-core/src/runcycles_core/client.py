@@ -17,6 +17,8 @@ expiry. That recovery belongs to the lifecycle layer built on top of them.
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import datetime, timezone
@@ -131,10 +133,17 @@ def _coerce(
     return model.model_validate(data)
 
 
+_Self = TypeVar("_Self", bound="_Operations")
+
+# Settings baked into the pooled httpx client; everything else may differ per view.
+_POOL_FIELDS = frozenset({"base_url", "api_key", "user_agent", "extra_headers"})
+
+
 class _Operations:
     """Builds the :class:`Call` for each operation; the sync/async subclasses send it."""
 
     config: CyclesConfig
+    _owns_http: bool = True
 
     def _client_args(
         self,
@@ -162,6 +171,15 @@ class _Operations:
         if transport is not None:
             args["transport"] = transport
         return args
+
+    def _view(self: _Self, overrides: Mapping[str, Any]) -> _Self:
+        fixed = sorted(_POOL_FIELDS & overrides.keys())
+        if fixed:
+            raise ValueError(f"{', '.join(fixed)} cannot change on a shared connection pool")
+        view = copy.copy(self)
+        view.config = dataclasses.replace(self.config, **overrides)
+        view._owns_http = False
+        return view
 
     def subject(self, **levels: str | None) -> Subject:
         """The config's default subject with ``levels`` overriding it."""
@@ -302,8 +320,16 @@ class CyclesClient(_Operations):
     ) -> None:
         self._http = httpx.Client(**self._client_args(config, transport))
 
+    def with_options(self, **overrides: Any) -> CyclesClient:
+        """A client that shares this one's connection pool but uses other settings, e.g.
+        ``client.with_options(retry_enabled=False)`` or ``read_timeout=1.0``. The pool's own
+        settings (base_url, api_key, user_agent, extra_headers) cannot change. Closing the view
+        does nothing; closing this client closes the pool for every view."""
+        return self._view(overrides)
+
     def close(self) -> None:
-        self._http.close()
+        if self._owns_http:
+            self._http.close()
 
     def __enter__(self) -> CyclesClient:
         return self
@@ -318,7 +344,7 @@ class CyclesClient(_Operations):
             budget.attempts += 1
             outcome: T | Ambiguous
             try:
-                resp = self._http.send(call.build(self._http, trace))
+                resp = self._http.send(call.build(self._http, trace, self.config))
             except httpx.TransportError as exc:
                 outcome = transport_failure(call, exc, trace)
             else:
@@ -528,8 +554,13 @@ class AsyncCyclesClient(_Operations):
     ) -> None:
         self._http = httpx.AsyncClient(**self._client_args(config, transport))
 
+    def with_options(self, **overrides: Any) -> AsyncCyclesClient:
+        """See :meth:`CyclesClient.with_options`."""
+        return self._view(overrides)
+
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._owns_http:
+            await self._http.aclose()
 
     async def __aenter__(self) -> AsyncCyclesClient:
         return self
@@ -544,7 +575,7 @@ class AsyncCyclesClient(_Operations):
             budget.attempts += 1
             outcome: T | Ambiguous
             try:
-                resp = await self._http.send(call.build(self._http, trace))
+                resp = await self._http.send(call.build(self._http, trace, self.config))
             except httpx.TransportError as exc:
                 outcome = transport_failure(call, exc, trace)
             else:
