@@ -4,11 +4,14 @@ references, same enums - so a spec change that we have not followed fails here."
 from __future__ import annotations
 
 import enum
+import json
 import typing
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
@@ -240,3 +243,44 @@ def test_request_models_get_a_stable_generated_key() -> None:
     assert m.ReleaseRequest().idempotency_key != first
     with pytest.raises(ValidationError):
         m.ReleaseRequest(idempotency_key="")
+
+
+_label = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_.-", min_size=1, max_size=20)
+_amounts = st.builds(m.Amount, unit=st.sampled_from(m.Unit), amount=st.integers(0, m.INT64_MAX))
+_subjects = st.fixed_dictionaries(
+    {"tenant": _label},
+    optional=dict.fromkeys(m.Subject.LEVELS[1:], _label)
+    | {"dimensions": st.dictionaries(_label, _label, max_size=3)},
+).map(lambda d: m.Subject(**d))
+_reservations = st.builds(
+    m.ReservationCreateRequest,
+    subject=_subjects,
+    action=st.builds(
+        m.Action, kind=_label, name=_label, tags=st.none() | st.lists(_label, max_size=10)
+    ),
+    estimate=_amounts,
+    ttl_ms=st.none() | st.integers(1_000, 86_400_000),
+    grace_period_ms=st.none() | st.integers(0, 60_000),
+    overage_policy=st.none() | st.sampled_from(m.CommitOveragePolicy),
+    dry_run=st.none() | st.booleans(),
+    metadata=st.none() | st.dictionaries(_label, st.integers(m.INT64_MIN, m.INT64_MAX)),
+)
+
+
+@given(_reservations)
+def test_requests_survive_json_exactly(request: m.ReservationCreateRequest) -> None:
+    text = json.dumps(request.to_wire())
+    assert m.ReservationCreateRequest.model_validate(json.loads(text)) == request
+
+
+@given(st.integers(m.INT64_MIN, m.INT64_MAX), st.sampled_from(m.Unit))
+def test_balances_parse_any_int64(amount: int, unit: m.Unit) -> None:
+    body = json.dumps(
+        {
+            "scope": "tenant:a",
+            "scope_path": "tenant:a",
+            "remaining": {"unit": unit.value, "amount": amount},
+        }
+    )
+    parsed = m.Balance.parse_response(json.loads(body))
+    assert parsed.remaining.amount == amount
