@@ -6,18 +6,24 @@ import argparse
 import logging
 import os
 import secrets
+import signal
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 from starlette.applications import Starlette
 
 from .config import DEFAULT_PORT, Settings, default_data_dir
 from .embedded import EmbeddedRedis
+from .keys import UNITS
 
 log = logging.getLogger("runcycles_server_lite.cli")
 
 ADMIN_KEY_FILE = "admin-api-key"
+DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 
 
 def _serve_parser(p: argparse.ArgumentParser) -> None:
@@ -34,15 +40,66 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
 
 
+def _client_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--url",
+        default=None,
+        help=f"server base URL (else RUNCYCLES_URL, else {DEFAULT_URL})",
+    )
+    p.add_argument(
+        "--admin-key",
+        default=None,
+        help="admin API key (else ADMIN_API_KEY, else the data dir's admin-api-key file)",
+    )
+    p.add_argument(
+        "--data-dir", type=Path, default=None, help="where to find the generated admin key"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="runcycles-server-lite",
-        description="Cycles Protocol v0 budget authority (runtime + admin plane).",
+        description="Cycles Protocol v0 budget authority (runtime + admin plane). "
+        "With no command it serves; the other commands call a running server's admin API.",
     )
     _serve_parser(parser)
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="serve the API (the default)")
     _serve_parser(serve)
+
+    tenant = sub.add_parser("tenant", help="manage tenants").add_subparsers(
+        dest="action", required=True
+    )
+    p = tenant.add_parser("create", help="create a tenant (idempotent)")
+    p.add_argument("tenant_id")
+    p.add_argument("--name", default=None, help="display name (default: the id)")
+    _client_parser(p)
+
+    key = sub.add_parser("key", help="manage API keys").add_subparsers(dest="action", required=True)
+    p = key.add_parser("create", help="mint an API key and print its secret")
+    p.add_argument("tenant_id")
+    p.add_argument("--name", default="cli", help="key name (default: cli)")
+    p.add_argument(
+        "--permission",
+        action="append",
+        default=None,
+        help="grant this permission (repeatable; default: the spec's tenant set)",
+    )
+    _client_parser(p)
+
+    budget = sub.add_parser("budget", help="manage budgets").add_subparsers(
+        dest="action", required=True
+    )
+    p = budget.add_parser("set", help="create a budget, or reset its allocation to AMOUNT")
+    p.add_argument("scope", help="scope path, e.g. tenant:acme/workspace:prod")
+    p.add_argument("amount", type=int, help="allocation in the unit's minor units")
+    p.add_argument("--unit", default="USD_MICROCENTS", choices=list(UNITS))
+    p.add_argument("--tenant", default=None, help="tenant id (default: from the scope)")
+    _client_parser(p)
+
+    p = sub.add_parser("balances", help="show a tenant's budgets")
+    p.add_argument("tenant_id")
+    _client_parser(p)
     return parser
 
 
@@ -123,8 +180,16 @@ def serve(settings: Settings) -> int:
     print(f"  runtime API:  {base}/v1/...   (X-Cycles-API-Key)")
     print(f"  admin API:    {base}/v1/admin/...   (X-Admin-API-Key)")
     print(f"  health:       {base}/actuator/health")
-    sys.stdout.flush()
+    admin_server: AdminListener | None = None
     try:
+        if settings.admin_port is not None:
+            admin_server = AdminListener(settings).start()
+            print(f"  admin API:    http://{settings.host}:{settings.admin_port}/v1/admin/...")
+        sys.stdout.flush()
+        # uvicorn shuts down gracefully on SIGTERM, then re-raises it with the previous
+        # handler; make that handler an exception so the cleanup below runs (the embedded
+        # store is stopped, flushing its AOF) instead of the process dying on the spot.
+        signal.signal(signal.SIGTERM, _exit_on_signal)
         uvicorn.run(
             "runcycles_server_lite.cli:app_factory",
             factory=True,
@@ -135,18 +200,69 @@ def serve(settings: Settings) -> int:
             access_log=False,
             server_header=False,
         )
+    except KeyboardInterrupt:
+        pass
     finally:
+        if admin_server is not None:
+            admin_server.stop()
         if embedded is not None:
             embedded.stop()
     return 0
 
 
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+class AdminListener:
+    """The admin plane alone on ``--admin-port``: a second uvicorn server in this process,
+    on its own thread and event loop, so it works the same with one worker or several."""
+
+    def __init__(self, settings: Settings) -> None:
+        import uvicorn
+
+        from .app import create_app
+
+        assert settings.admin_port is not None
+        config = uvicorn.Config(
+            create_app(settings, admin_only=True),
+            host=settings.host,
+            port=settings.admin_port,
+            log_level=settings.log_level,
+            access_log=False,
+            server_header=False,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, name="runcycles-admin-listener", daemon=True
+        )
+
+    def start(self, timeout: float = 20.0) -> AdminListener:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise SystemExit(f"could not start the admin listener on port {self.port}")
+            time.sleep(0.01)
+        return self
+
+    @property
+    def port(self) -> int | None:
+        return self.server.config.port
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
-    if ns.command not in (None, "serve"):
-        parser.error(f"unknown command {ns.command}")
-    return serve(settings_from_args(ns))
+    if ns.command in (None, "serve"):
+        return serve(settings_from_args(ns))
+    from .admin_client import run_command
+
+    return run_command(ns)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,173 @@
+"""The CLI's admin subcommands: thin calls to a running server's admin HTTP API.
+
+They speak only the public admin API (never Redis), so they work against any server that
+implements it, including the reference one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from .cli import ADMIN_KEY_FILE, DEFAULT_URL
+from .config import Settings
+
+
+class CommandError(Exception):
+    """A failure to report on stderr (exit status 1)."""
+
+
+def admin_key(ns: argparse.Namespace) -> str:
+    """--admin-key, else ADMIN_API_KEY, else the key the embedded server generated."""
+    if ns.admin_key:
+        return str(ns.admin_key)
+    if os.environ.get("ADMIN_API_KEY"):
+        return os.environ["ADMIN_API_KEY"]
+    data_dir: Path = ns.data_dir or Settings.from_env().data_dir
+    path = data_dir / ADMIN_KEY_FILE
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError:
+        raise CommandError(
+            f"no admin key: pass --admin-key, set ADMIN_API_KEY, or run the server once "
+            f"so it writes {path}"
+        ) from None
+
+
+def client(ns: argparse.Namespace) -> httpx.Client:
+    url = ns.url or os.environ.get("RUNCYCLES_URL") or DEFAULT_URL
+    return httpx.Client(
+        base_url=url.rstrip("/"), headers={"X-Admin-API-Key": admin_key(ns)}, timeout=30
+    )
+
+
+def _check(r: httpx.Response, *ok: int) -> Any:
+    if r.status_code in ok:
+        return r.json()
+    try:
+        body = r.json()
+        detail = f"{body.get('error')}: {body.get('message')}"
+    except ValueError:
+        detail = r.text[:200]
+    raise CommandError(f"{r.request.method} {r.request.url.path} -> {r.status_code} {detail}")
+
+
+def tenant_create(http: httpx.Client, ns: argparse.Namespace, out: Console) -> None:
+    body = {"tenant_id": ns.tenant_id, "name": ns.name or ns.tenant_id}
+    r = http.post("/v1/admin/tenants", json=body)
+    tenant = _check(r, 200, 201)
+    verb = "created" if r.status_code == 201 else "exists:"
+    out.print(f"{verb} tenant {tenant['tenant_id']} ({tenant['status']})")
+
+
+def key_create(http: httpx.Client, ns: argparse.Namespace, out: Console) -> None:
+    body: dict[str, Any] = {"tenant_id": ns.tenant_id, "name": ns.name}
+    if ns.permission:
+        body["permissions"] = ns.permission
+    key = _check(http.post("/v1/admin/api-keys", json=body), 201)
+    # The secret alone on stdout (so `KEY=$(runcycles-server-lite key create t)` works);
+    # the rest on stderr.
+    print(key["key_secret"])
+    Console(stderr=True).print(
+        f"key {key['key_id']} for {key['tenant_id']} (expires {key['expires_at']}); "
+        "the secret is shown only once"
+    )
+
+
+def budget_set(http: httpx.Client, ns: argparse.Namespace, out: Console) -> None:
+    scope: str = ns.scope.strip()
+    tenant = ns.tenant
+    if not scope.lower().startswith("tenant:"):
+        if not tenant:
+            raise CommandError("give a scope starting with tenant:<id>, or --tenant")
+        scope = f"tenant:{tenant}/{scope}" if scope else f"tenant:{tenant}"
+    tenant = tenant or scope.split("/")[0].partition(":")[2].lower()
+    r = http.get("/v1/admin/budgets/lookup", params={"scope": scope, "unit": ns.unit})
+    if r.status_code == 404:
+        body = {
+            "tenant_id": tenant,
+            "scope": scope,
+            "unit": ns.unit,
+            "allocated": {"unit": ns.unit, "amount": ns.amount},
+        }
+        b = _check(http.post("/v1/admin/budgets", json=body), 201)
+        out.print(f"created {b['scope']} {ns.unit}: allocated {ns.amount:,}")
+        return
+    _check(r, 200)
+    res = _check(
+        http.post(
+            "/v1/admin/budgets/fund",
+            params={"tenant_id": tenant, "scope": scope, "unit": ns.unit},
+            json={"operation": "RESET", "amount": {"unit": ns.unit, "amount": ns.amount}},
+        ),
+        200,
+    )
+    out.print(
+        f"reset {scope} {ns.unit}: allocated {res['previous_allocated']['amount']:,} -> "
+        f"{res['new_allocated']['amount']:,}, remaining {res['new_remaining']['amount']:,}"
+    )
+
+
+def _ledgers(http: httpx.Client, tenant: str) -> Iterator[dict[str, Any]]:
+    params: dict[str, Any] = {"tenant_id": tenant, "limit": 100}
+    while True:
+        page = _check(http.get("/v1/admin/budgets", params=params), 200)
+        yield from page["ledgers"]
+        if not page.get("has_more"):
+            return
+        params["cursor"] = page["next_cursor"]
+
+
+def balances(http: httpx.Client, ns: argparse.Namespace, out: Console) -> None:
+    _check(http.get(f"/v1/admin/tenants/{ns.tenant_id}"), 200)
+    table = Table(title=f"Budgets of {ns.tenant_id}")
+    table.add_column("scope", no_wrap=True)
+    table.add_column("unit", no_wrap=True)
+    for name in ("allocated", "remaining", "reserved", "spent", "debt"):
+        table.add_column(name, justify="right")
+    table.add_column("over-limit")
+    table.add_column("status")
+    for b in _ledgers(http, ns.tenant_id):
+        table.add_row(
+            b["scope"],
+            b["unit"],
+            *(f"{b[f]['amount']:,}" for f in ("allocated", "remaining", "reserved", "spent")),
+            f"{b['debt']['amount']:,}",
+            "yes" if b["is_over_limit"] else "no",
+            b["status"],
+        )
+    out.print(table)
+
+
+COMMANDS = {
+    ("tenant", "create"): tenant_create,
+    ("key", "create"): key_create,
+    ("budget", "set"): budget_set,
+    ("balances", None): balances,
+}
+
+
+def run_command(ns: argparse.Namespace) -> int:
+    """Run an admin subcommand; 0 on success, 1 with a message on stderr otherwise."""
+    fn = COMMANDS[(ns.command, getattr(ns, "action", None))]
+    # Piped output has no terminal width; keep table rows whole for grep and scripts.
+    probe = Console()
+    out = Console(width=probe.width if probe.is_terminal else 200)
+    try:
+        with client(ns) as http:
+            fn(http, ns, out)
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except httpx.HTTPError as exc:
+        print(f"error: cannot reach the server: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,207 @@
+"""The console script: serving (with --admin-port) as a real subprocess, and the admin
+subcommands talking to it over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+SCRIPT = str(Path(sys.executable).parent / "runcycles-server-lite")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "ADMIN_API_KEY")}
+    env.pop("RUNCYCLES_URL", None)
+    return env
+
+
+def children(pid: int, name: str) -> list[int]:
+    """Pids of ``pid``'s live children whose command is ``name`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        if fields.get("PPid", "").strip() == str(pid) and fields.get("Name", "").strip() == name:
+            found.append(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "State:\tZ" not in state
+
+
+@dataclass
+class Served:
+    proc: subprocess.Popen[bytes]
+    url: str
+    admin_url: str
+    data_dir: Path
+    stdout: Path
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    port, admin_port = free_port(), free_port()
+    data_dir = tmp_path / "data"
+    out = tmp_path / "stdout.txt"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            [
+                SCRIPT,
+                "--port",
+                str(port),
+                "--admin-port",
+                str(admin_port),
+                "--data-dir",
+                str(data_dir),
+                "--log-level",
+                "warning",
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=clean_env(),
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 40
+    while True:
+        try:
+            if httpx.get(f"{url}/actuator/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"server did not come up:\n{out.read_text()}")
+        time.sleep(0.1)
+    try:
+        yield Served(proc, url, f"http://127.0.0.1:{admin_port}", data_dir, out)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [SCRIPT, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env or clean_env(),
+        check=False,
+    )
+
+
+def test_serve_prints_a_working_admin_key_and_stops_cleanly_on_sigterm(served: Served) -> None:
+    printed = served.stdout.read_text()
+    line = next(ln for ln in printed.splitlines() if "X-Admin-API-Key:" in ln)
+    key = line.split("X-Admin-API-Key:")[1].strip()
+    assert (served.data_dir / "admin-api-key").read_text().strip() == key
+    assert (served.data_dir / "admin-api-key").stat().st_mode & 0o077 == 0
+    headers = {"X-Admin-API-Key": key}
+    assert httpx.get(f"{served.url}/v1/admin/tenants", headers=headers).status_code == 200
+    wrong = {"X-Admin-API-Key": key + "x"}
+    assert httpx.get(f"{served.url}/v1/admin/tenants", headers=wrong).status_code == 401
+    # The admin listener serves the admin plane (and health), not the runtime plane.
+    assert httpx.get(f"{served.admin_url}/v1/admin/tenants", headers=headers).status_code == 200
+    assert httpx.get(f"{served.admin_url}/actuator/health").status_code == 200
+    assert httpx.post(f"{served.admin_url}/v1/reservations", json={}).status_code == 404
+
+    stores = children(served.proc.pid, "redis-server")
+    assert len(stores) == 1
+    served.proc.send_signal(signal.SIGTERM)
+    assert served.proc.wait(30) == 0
+    deadline = time.monotonic() + 10
+    while alive(stores[0]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(stores[0]), "the embedded redis-server outlived the server"
+
+
+def test_admin_subcommands(served: Served) -> None:
+    common = ["--url", served.admin_url, "--data-dir", str(served.data_dir)]
+    r = cli("tenant", "create", "cli-acme", "--name", "Acme", *common)
+    assert r.returncode == 0, r.stderr
+    assert "created tenant cli-acme" in r.stdout
+    r = cli("tenant", "create", "cli-acme", "--name", "Acme", *common)
+    assert r.returncode == 0
+    assert "exists" in r.stdout
+
+    r = cli("key", "create", "cli-acme", "--name", "agents", *common)
+    assert r.returncode == 0, r.stderr
+    secret = r.stdout.strip()
+    assert secret.startswith("cyc_live_")
+    assert "shown only once" in r.stderr
+    r = cli("key", "create", "cli-acme", "--permission", "balances:read", *common)
+    narrow = r.stdout.strip()
+
+    r = cli("budget", "set", "tenant:cli-acme", "5000000", *common)
+    assert r.returncode == 0, r.stderr
+    assert "created tenant:cli-acme" in r.stdout
+    r = cli("budget", "set", "workspace:prod", "1000", "--tenant", "cli-acme", *common)
+    assert r.returncode == 0, r.stderr
+    r = cli("budget", "set", "tenant:cli-acme/workspace:prod", "2500", *common)
+    assert r.returncode == 0, r.stderr
+    assert "1,000 -> 2,500" in r.stdout
+    r = cli("budget", "set", "tenant:cli-acme", "7", "--unit", "TOKENS", *common)
+    assert r.returncode == 0, r.stderr
+
+    # The minted key works against the main port with the spec's default permissions.
+    with httpx.Client(base_url=served.url) as http:
+        r2 = http.get("/v1/admin/budgets", headers={"X-Cycles-API-Key": secret})
+        assert r2.status_code == 200
+        assert len(r2.json()["ledgers"]) == 3
+        assert (
+            http.get("/v1/admin/budgets", headers={"X-Cycles-API-Key": narrow}).status_code == 403
+        )
+
+    r = cli("balances", "cli-acme", *common)
+    assert r.returncode == 0, r.stderr
+    assert "tenant:cli-acme/workspace:prod" in r.stdout
+    assert "2,500" in r.stdout
+    assert "5,000,000" in r.stdout
+    assert "TOKENS" in r.stdout
+
+    r = cli("balances", "cli-nobody", *common)
+    assert r.returncode == 1
+    assert "TENANT_NOT_FOUND" in r.stderr
+    r = cli("tenant", "create", "x", "--url", served.url, "--admin-key", "wrong")
+    assert r.returncode == 1
+    assert "401" in r.stderr
+    env = {**clean_env(), "RUNCYCLES_URL": served.url, "ADMIN_API_KEY": "also-wrong"}
+    r = cli("tenant", "create", "cli-other", env=env)
+    assert r.returncode == 1
+    r = cli("tenant", "create", "cli-other", "--url", "http://127.0.0.1:1", "--admin-key", "k")
+    assert r.returncode == 1
+    assert "cannot reach" in r.stderr
+
+
+def test_admin_command_without_any_key_says_how_to_get_one(tmp_path: Path) -> None:
+    r = cli("tenant", "create", "x", "--data-dir", str(tmp_path / "empty"))
+    assert r.returncode == 1
+    assert "no admin key" in r.stderr
