@@ -8,8 +8,10 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import httpx
 import pytest
 
 import runcycles_core as rc
@@ -285,3 +287,92 @@ async def test_async_concurrent_reservations_never_oversubscribe(provision: Prov
         assert outcomes.count("denied") == 15
         balances = await c.get_balances()
         assert _remaining(balances.balances) == 0
+
+
+# -- lost responses: the same-key retry settles exactly once on the real server ------------------
+
+
+class LosingTransport(httpx.HTTPTransport):
+    """Delivers each request to the server but loses the first ``lose`` responses."""
+
+    def __init__(self, lose: int) -> None:
+        super().__init__()
+        self.lose = lose
+        self.sent: list[httpx.Request] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(request)
+        response = super().handle_request(request)
+        response.read()
+        if self.lose > 0:
+            self.lose -= 1
+            raise httpx.ReadTimeout("response lost", request=request)
+        return response
+
+
+class AsyncLosingTransport(httpx.AsyncHTTPTransport):
+    def __init__(self, lose: int) -> None:
+        super().__init__()
+        self.lose = lose
+        self.sent: list[httpx.Request] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(request)
+        response = await super().handle_async_request(request)
+        await response.aread()
+        if self.lose > 0:
+            self.lose -= 1
+            raise httpx.ReadTimeout("response lost", request=request)
+        return response
+
+
+def test_lost_responses_are_retried_with_the_same_key(provision: Provision) -> None:
+    config = provision({"": 10_000})
+    transport = LosingTransport(lose=2)
+    with rc.CyclesClient(config, transport=transport) as c:
+        created = c.create_reservation(action=ACTION, estimate=USD(1_000))
+        assert created.meta is not None
+        assert created.meta.attempts == 3
+        keys = {r.headers["X-Idempotency-Key"] for r in transport.sent}
+        assert len(keys) == 1
+        assert created.reservation_id is not None
+        listed = c.list_reservations(idempotency_key=keys.pop())
+        assert [r.reservation_id for r in listed.reservations] == [created.reservation_id]
+
+        transport.lose = 1
+        committed = c.commit_reservation(created.reservation_id, actual=USD(400))
+        assert committed.charged == USD(400)
+        assert committed.meta is not None
+        assert committed.meta.attempts == 2
+        balance = c.get_balances().balances[0]
+    assert balance.spent == USD(400)
+    assert balance.reserved == USD(0)
+    assert balance.remaining.amount == 10_000 - 400
+
+
+async def test_async_lost_event_response_debits_once(provision: Provision) -> None:
+    transport = AsyncLosingTransport(lose=1)
+    async with rc.AsyncCyclesClient(provision({"": 10_000}), transport=transport) as c:
+        event = await c.create_event(action=ACTION, actual=USD(250))
+        assert event.meta is not None
+        assert event.meta.attempts == 2
+        assert len(transport.sent) == 2
+        assert transport.sent[0].content == transport.sent[1].content
+        balances = await c.get_balances()
+    assert _remaining(balances.balances) == 10_000 - 250
+
+
+def test_threads_share_one_client_without_oversubscribing(provision: Provision) -> None:
+    with rc.CyclesClient(provision({"": 1_000})) as c:
+
+        def attempt(_: int) -> str:
+            try:
+                c.create_reservation(action=ACTION, estimate=USD(100))
+            except rc.BudgetExceededError:
+                return "denied"
+            return "held"
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            outcomes = list(pool.map(attempt, range(20)))
+        assert outcomes.count("held") == 10
+        assert _remaining(c.get_balances().balances) == 0
