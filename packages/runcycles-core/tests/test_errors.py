@@ -204,3 +204,12 @@ def test_retry_after_is_exposed_in_seconds() -> None:
     err = rc.RateLimitedError("slow down", status=429, retry_after_ms=2500)
     assert err.retry_after == 2.5
     assert rc.CyclesProtocolError("x").retry_after is None
+
+
+def test_non_conformant_envelope_keeps_its_code(recorder: Recorder) -> None:
+    # No request_id: not a valid ErrorResponse, but the code is clear.
+    recorder.reply(409, {"error": "DEBT_OUTSTANDING", "message": "pay up", "hint": "fund it"})
+    with pytest.raises(rc.DebtOutstandingError) as info:
+        _reserve_against(recorder)
+    assert info.value.message == "pay up"
+    assert info.value.request_id is None

@@ -118,6 +118,33 @@ def _json_or_none(resp: httpx.Response) -> Any:
         return None
 
 
+def _error_fields(
+    body: Any,
+) -> tuple[str | None, str | None, dict[str, Any] | None, str | None, str | None]:
+    """(code, message, details, request_id, trace_id) of an error body. A body that is not a
+    valid ErrorResponse still yields whatever string fields it has, so a slightly
+    non-conformant server's error code is not lost."""
+    if not isinstance(body, dict):
+        return None, None, None, None, None
+    try:
+        e = ErrorResponse.parse_response(body)
+    except ValidationError:
+
+        def text(name: str) -> str | None:
+            value = body.get(name)
+            return value if isinstance(value, str) and value else None
+
+        details = body.get("details")
+        return (
+            text("error"),
+            text("message"),
+            details if isinstance(details, dict) else None,
+            text("request_id"),
+            text("trace_id"),
+        )
+    return e.error, e.message, e.details, e.request_id, e.trace_id
+
+
 def interpret(
     call: Call[T], resp: httpx.Response, trace: TraceContext, attempts: int
 ) -> T | Ambiguous:
@@ -143,18 +170,11 @@ def interpret(
         parsed._meta = response_meta(resp, attempts)
         return parsed
 
-    error: ErrorResponse | None = None
-    if isinstance(body, dict):
-        try:
-            error = ErrorResponse.parse_response(body)
-        except ValidationError:
-            error = None
-    code = error.error if error else None
-    message = error.message if error else (resp.text[:200] or resp.reason_phrase or "no body")
-    if error is not None:
-        request_id = error.request_id or request_id
-        trace_id = error.trace_id or trace_id
-    details = error.details if error else None
+    code, message, details, body_request_id, body_trace_id = _error_fields(body)
+    if message is None:
+        message = resp.text[:200] or resp.reason_phrase or "no body"
+    request_id = body_request_id or request_id
+    trace_id = body_trace_id or trace_id
 
     if status >= 500 or status == 429:
         kind: type[CyclesUnavailableError] = (
