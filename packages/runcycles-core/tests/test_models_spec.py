@@ -284,3 +284,11 @@ def test_balances_parse_any_int64(amount: int, unit: m.Unit) -> None:
     )
     parsed = m.Balance.parse_response(json.loads(body))
     assert parsed.remaining.amount == amount
+
+
+def test_equality_ignores_response_meta() -> None:
+    parsed = m.Amount.parse_response({"unit": "TOKENS", "amount": 3})
+    parsed._meta = m.ResponseMeta(status=200, request_id="r")
+    assert parsed == m.Amount.tokens(3)
+    assert parsed != m.Amount.tokens(4)
+    assert parsed != m.SignedAmount(unit=m.Unit.TOKENS, amount=3)

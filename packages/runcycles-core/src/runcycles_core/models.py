@@ -236,6 +236,12 @@ class CyclesModel(BaseModel):
         """The JSON object sent on the wire (unset optional fields omitted)."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
+    def __eq__(self, other: object) -> bool:
+        # Equal wire content is equal, whichever HTTP response (meta) it came from.
+        if not isinstance(other, CyclesModel):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
     @property
     def meta(self) -> ResponseMeta | None:
         """Status, request id, trace id and rate-limit headers of the HTTP response, when
