@@ -11,9 +11,12 @@ __all__ = ["mk"]
 
 
 async def _many(
-    base_url: str, secret: str, requests: list[tuple[str, dict[str, object]]]
+    base_url: str,
+    secret: str,
+    requests: list[tuple[str, dict[str, object]]],
+    connections: int = 100,
 ) -> list[httpx.Response]:
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(
         base_url=base_url, headers={"X-Cycles-API-Key": secret}, timeout=30, limits=limits
     ) as client:
@@ -93,3 +96,13 @@ def test_concurrent_replays_of_one_key_create_one_reservation(mk: TenantFactory)
     assert {r.status_code for r in results} == {200}
     assert len({r.json()["reservation_id"] for r in results}) == 1
     assert short(t.ledger(), t.name) == {"": (990, 10, 0, 0)}
+
+
+def test_a_burst_beyond_the_connection_pool_queues_instead_of_failing(mk: TenantFactory) -> None:
+    # More simultaneous requests than the store's 256 pooled connections.
+    t = mk({"": 1_000_000})
+    body = {"subject": t.subject(), "action": ACTION, "estimate": amount(1)}
+    reqs = [("/v1/reservations", {**body, "idempotency_key": key()}) for _ in range(300)]
+    results = asyncio.run(_many(t.server.base_url, t.secret, reqs, connections=300))
+    assert {r.status_code for r in results} == {200}
+    assert short(t.ledger(), t.name) == {"": (1_000_000 - 300, 300, 0, 0)}

@@ -35,7 +35,12 @@ def connect(url: str, *, max_connections: int = 256) -> aioredis.Redis | RedisCl
         query = "&".join(q for q in parts.query.split("&") if q and q != "cluster=true")
         plain = urlunsplit((scheme, parts.netloc, parts.path, query, parts.fragment))
         return RedisCluster.from_url(plain, decode_responses=True)
-    return aioredis.Redis.from_url(url, decode_responses=True, max_connections=max_connections)
+    # A blocking pool queues callers once every connection is busy; the default pool raises
+    # "Too many connections" instead, which surfaced as 503s under bursts of requests.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, decode_responses=True, max_connections=max_connections, timeout=10
+    )
+    return aioredis.Redis.from_pool(pool)
 
 
 def _script_text(name: str) -> str:
