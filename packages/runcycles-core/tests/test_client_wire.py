@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 import runcycles_core as rc
 
-from .conftest import API_KEY, Recorder, make_config
+from .conftest import API_KEY, Recorder, error_body, make_config
 
 SUBJECT = {"tenant": "acme", "workspace": "prod", "agent": "bot"}
 ACTION = {"kind": "llm.completion", "name": "openai:gpt-4o", "tags": ["chat"]}
@@ -467,3 +467,43 @@ async def test_async_with_options_shares_the_pool(recorder: Recorder) -> None:
     assert dict(recorder.last.url.params) == {"tenant": "other"}
     assert recorder.last.extensions["timeout"]["pool"] == 1.0
     assert client._http.is_closed
+
+
+ENVELOPE = {
+    "schema_version": "cycles-evidence/v0.1",
+    "artifact_type": "commit",
+    "server_id": "https://cycles.example/v1",
+    "signer_did": "did:web:cycles.example",
+    "issued_at_ms": 1_700_000_000_000,
+    "payload": {"reservation_id": "r-1", "charged": {"unit": "TOKENS", "amount": 3}},
+    "evidence_id": "e" * 64,
+    "signature": "5" * 128,
+    "future": "kept",
+}
+
+
+def test_evidence_endpoints(recorder: Recorder) -> None:
+    recorder.reply(200, ENVELOPE)
+    recorder.reply(
+        200,
+        {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "AAAA", "kid": "k1", "cycles_nbf_ms": 0}]},
+    )
+    with rc.CyclesClient(make_config(), transport=recorder.sync_transport()) as client:
+        envelope = client.get_evidence("e" * 64)
+        jwks = client.get_evidence_jwks()
+        with pytest.raises(ValueError, match="evidence_id"):
+            client.get_evidence("not-hex")
+    assert envelope.artifact_type == "commit"
+    assert envelope.model_extra == {"future": "kept"}
+    assert jwks.keys[0].kid == "k1"
+    paths = [r.url.path for r in recorder.requests]
+    assert paths == [f"/v1/evidence/{'e' * 64}", "/v1/.well-known/cycles-jwks.json"]
+
+
+async def test_async_evidence_endpoints(recorder: Recorder) -> None:
+    recorder.reply(404, error_body("NOT_FOUND"))
+    recorder.reply(200, {"keys": []})
+    async with rc.AsyncCyclesClient(make_config(), transport=recorder.async_transport()) as client:
+        with pytest.raises(rc.NotFoundError):
+            await client.get_evidence("a" * 64)
+        assert (await client.get_evidence_jwks()).keys == []

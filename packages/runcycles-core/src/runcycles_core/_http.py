@@ -38,6 +38,8 @@ RESERVATIONS_PATH = "/v1/reservations"
 DECIDE_PATH = "/v1/decide"
 BALANCES_PATH = "/v1/balances"
 EVENTS_PATH = "/v1/events"
+EVIDENCE_PATH = "/v1/evidence"
+JWKS_PATH = "/v1/.well-known/cycles-jwks.json"
 
 T = TypeVar("T", bound=CyclesModel)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import re
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import datetime, timezone
@@ -32,6 +33,8 @@ from ._http import (
     BALANCES_PATH,
     DECIDE_PATH,
     EVENTS_PATH,
+    EVIDENCE_PATH,
+    JWKS_PATH,
     RESERVATIONS_PATH,
     Call,
     interpret,
@@ -47,6 +50,8 @@ from .models import (
     BalanceResponse,
     CommitRequest,
     CommitResponse,
+    CyclesEvidenceEnvelope,
+    CyclesEvidenceJwks,
     CyclesModel,
     DecisionRequest,
     DecisionResponse,
@@ -237,6 +242,14 @@ class _Operations:
     ) -> Call[EventCreateResponse]:
         body = _coerce(EventCreateRequest, request, fields, self.config.default_subject())
         return Call("POST", EVENTS_PATH, EventCreateResponse, expected_status=201, body=body)
+
+    def _evidence_call(self, evidence_id: str) -> Call[CyclesEvidenceEnvelope]:
+        if not re.fullmatch(r"[0-9a-f]{64}", evidence_id):
+            raise ValueError("evidence_id must be 64 lowercase hex characters")
+        return Call("GET", f"{EVIDENCE_PATH}/{evidence_id}", CyclesEvidenceEnvelope)
+
+    def _jwks_call(self) -> Call[CyclesEvidenceJwks]:
+        return Call("GET", JWKS_PATH, CyclesEvidenceJwks)
 
     def _get_reservation_call(self, reservation_id: str) -> Call[ReservationDetail]:
         return Call("GET", reservation_path(reservation_id), ReservationDetail)
@@ -533,6 +546,21 @@ class CyclesClient(_Operations):
         """``POST /v1/events``: debit an actual amount without a reservation (201)."""
         return self._send(self._event_call(request, fields), traceparent, trace_id)
 
+    # -- evidence (optional server feature) ---------------------------------------------------
+
+    def get_evidence(
+        self, evidence_id: str, *, traceparent: str | None = None, trace_id: str | None = None
+    ) -> CyclesEvidenceEnvelope:
+        """``GET /v1/evidence/{id}``: a signed evidence envelope. A 404 may mean "not signed
+        yet" (signing is asynchronous). The signature is not verified here."""
+        return self._send(self._evidence_call(evidence_id), traceparent, trace_id)
+
+    def get_evidence_jwks(
+        self, *, traceparent: str | None = None, trace_id: str | None = None
+    ) -> CyclesEvidenceJwks:
+        """``GET /v1/.well-known/cycles-jwks.json``: the evidence-signing keys."""
+        return self._send(self._jwks_call(), traceparent, trace_id)
+
     # Aliases named after the operations, for readers coming from the spec.
     reserve = create_reservation
     commit = commit_reservation
@@ -758,6 +786,18 @@ class AsyncCyclesClient(_Operations):
     ) -> EventCreateResponse:
         """See :meth:`CyclesClient.create_event`."""
         return await self._send(self._event_call(request, fields), traceparent, trace_id)
+
+    async def get_evidence(
+        self, evidence_id: str, *, traceparent: str | None = None, trace_id: str | None = None
+    ) -> CyclesEvidenceEnvelope:
+        """See :meth:`CyclesClient.get_evidence`."""
+        return await self._send(self._evidence_call(evidence_id), traceparent, trace_id)
+
+    async def get_evidence_jwks(
+        self, *, traceparent: str | None = None, trace_id: str | None = None
+    ) -> CyclesEvidenceJwks:
+        """See :meth:`CyclesClient.get_evidence_jwks`."""
+        return await self._send(self._jwks_call(), traceparent, trace_id)
 
     reserve = create_reservation
     commit = commit_reservation

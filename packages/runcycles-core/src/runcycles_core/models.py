@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import uuid
 from enum import Enum
-from typing import Annotated, Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -42,6 +42,9 @@ __all__ = [
     "CommitRequest",
     "CommitResponse",
     "CommitStatus",
+    "CyclesEvidenceEnvelope",
+    "CyclesEvidenceJwk",
+    "CyclesEvidenceJwks",
     "CyclesEvidenceRef",
     "CyclesMetrics",
     "CyclesModel",
@@ -213,7 +216,8 @@ class CyclesModel(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _drop_unknown_when_parsing(cls, data: Any, info: ValidationInfo) -> Any:
-        if isinstance(data, dict) and info.context and info.context.get(_LENIENT):
+        lenient = bool(info.context and info.context.get(_LENIENT))
+        if isinstance(data, dict) and lenient and cls.model_config.get("extra") != "allow":
             known = cls._wire_names()
             return {k: v for k, v in data.items() if k in known}
         return data
@@ -381,6 +385,48 @@ class ReservationEvidence(CyclesModel):
     reserve: CyclesEvidenceRef | None = None
     commit: CyclesEvidenceRef | None = None
     release: CyclesEvidenceRef | None = None
+
+
+class CyclesEvidenceEnvelope(CyclesModel):
+    """A signed evidence artifact (``GET /v1/evidence/{id}``; optional server feature).
+
+    Open object: fields beyond the spec's are kept (``model_extra``). The signature is not
+    verified here."""
+
+    model_config = ConfigDict(extra="allow")
+
+    schema_version: Literal["cycles-evidence/v0.1"]
+    artifact_type: Literal["decide", "reserve", "commit", "release", "error"]
+    server_id: str
+    signer_did: str
+    issued_at_ms: Int64
+    payload: dict[str, Any]
+    evidence_id: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    signature: Annotated[str, Field(pattern=r"^[0-9a-f]{128}$")]
+    trace_id: str | None = None
+
+
+class CyclesEvidenceJwk(CyclesModel):
+    """One Ed25519 evidence-signing key."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kty: Literal["OKP"]
+    crv: Literal["Ed25519"]
+    x: str
+    kid: str
+    cycles_nbf_ms: Int64
+    alg: Literal["EdDSA"] | None = None
+    cycles_exp_ms: Int64 | None = None
+    status: Literal["active", "retired"] | None = None
+
+
+class CyclesEvidenceJwks(CyclesModel):
+    """``GET /v1/.well-known/cycles-jwks.json``: the server's evidence-signing keys."""
+
+    model_config = ConfigDict(extra="allow")
+
+    keys: list[CyclesEvidenceJwk]
 
 
 class ErrorResponse(CyclesModel):
