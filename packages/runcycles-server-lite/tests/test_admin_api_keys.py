@@ -78,6 +78,14 @@ def test_create_key_errors(admin: httpx.Client) -> None:
     assert r.status_code == 400
 
 
+def test_explicit_empty_permissions_grant_nothing(admin: httpx.Client, http: httpx.Client) -> None:
+    t = _tenant(admin)
+    r = admin.post("/v1/admin/api-keys", json={"tenant_id": t, "name": "x", "permissions": []})
+    assert r.json()["permissions"] == []
+    r = http.get("/v1/admin/budgets", headers={"X-Cycles-API-Key": r.json()["key_secret"]})
+    assert r.status_code == 403
+
+
 def test_list_keys_filters_and_spans_tenants(admin: httpx.Client) -> None:
     t1, t2 = _tenant(admin), _tenant(admin)
     k1 = admin.post("/v1/admin/api-keys", json={"tenant_id": t1, "name": "one"}).json()

@@ -56,6 +56,12 @@ def test_create_tenant_with_different_payload_is_409(admin: httpx.Client) -> Non
         {"tenant_id": "ok-tenant-x", "name": "x", "unknown": 1},
         {"tenant_id": "ok-tenant-x", "name": "x", "default_reservation_ttl_ms": 10},
         {"tenant_id": "ok-tenant-x", "name": "x", "default_commit_overage_policy": "MAYBE"},
+        {
+            "tenant_id": "ok-tenant-y",
+            "name": "x",
+            "default_reservation_ttl_ms": 120_000,
+            "max_reservation_ttl_ms": 60_000,
+        },
     ],
 )
 def test_create_tenant_rejects_invalid_payloads(
@@ -77,6 +83,25 @@ def test_tenant_endpoints_need_the_admin_key(server: ServerHandle, http: httpx.C
     secret = server.provision(tid())
     r = http.get("/v1/admin/tenants", headers={"X-Cycles-API-Key": secret})
     assert r.status_code == 401
+
+
+def test_interrupted_create_is_repaired_by_a_retry(
+    server: ServerHandle, admin: httpx.Client
+) -> None:
+    from runcycles_server_lite.store import Store
+
+    t = tid()
+    body = {"tenant_id": t, "name": "N"}
+    admin.post("/v1/admin/tenants", json=body)
+
+    async def drop_index_entry(store: Store) -> None:
+        await store.redis.zrem(store.keys.tenants(), t)
+
+    server.run_store(drop_index_entry)
+    assert admin.get("/v1/admin/tenants", params={"search": t}).json()["tenants"] == []
+    assert admin.post("/v1/admin/tenants", json=body).status_code == 200
+    listed = admin.get("/v1/admin/tenants", params={"search": t}).json()["tenants"]
+    assert [x["tenant_id"] for x in listed] == [t]
 
 
 def test_get_tenant_and_404(admin: httpx.Client) -> None:
@@ -137,6 +162,13 @@ def test_patch_tenant_status_machine(admin: httpx.Client) -> None:
     assert "suspended_at" not in r.json()
     r = admin.patch(f"/v1/admin/tenants/{t}", json={"max_reservation_extensions": 3})
     assert r.json()["max_reservation_extensions"] == 3
+    r = admin.patch(f"/v1/admin/tenants/{t}", json={"default_reservation_ttl_ms": 7_200_000})
+    assert r.status_code == 400  # above the tenant's max of 1 h
+    r = admin.patch(
+        f"/v1/admin/tenants/{t}",
+        json={"default_reservation_ttl_ms": 7_200_000, "max_reservation_ttl_ms": 7_200_000},
+    )
+    assert r.json()["default_reservation_ttl_ms"] == 7_200_000
     r = admin.patch(f"/v1/admin/tenants/{t}", json={"status": "CLOSED"})
     assert r.status_code == 200
     assert r.json()["status"] == "CLOSED"

@@ -404,6 +404,16 @@ async def update_tenant(request: Request) -> Response:
         value = getattr(req, field)
         if value is not None:
             fields[field] = str(value)
+    if req.default_reservation_ttl_ms is not None or req.max_reservation_ttl_ms is not None:
+        current = await prov.get_tenant(svc.store, tenant_id) or {}
+        default_ttl = req.default_reservation_ttl_ms or int(
+            current.get("default_reservation_ttl_ms") or 0
+        )
+        max_ttl = req.max_reservation_ttl_ms or int(
+            current.get("max_reservation_ttl_ms") or prov.DEFAULT_MAX_RESERVATION_TTL_MS
+        )
+        if default_ttl > max_ttl:
+            raise invalid("default_reservation_ttl_ms must not exceed max_reservation_ttl_ms")
     record, previous = await prov.update_tenant(svc.store, tenant_id, fields, req.status)
     if req.status == "CLOSED":
         # Also on a re-close, which finishes a cascade an earlier close left incomplete.

@@ -150,14 +150,24 @@ async def create_tenant(
         record["default_reservation_ttl_ms"] = str(default_reservation_ttl_ms)
     if parent_tenant_id is not None:
         record["parent_tenant_id"] = parent_tenant_id
-    key = store.keys.tenant(tenant_id)
-    # HSETNX on tenant_id is the create-once guard; the rest follows only if we won it.
-    if not await store.redis.hsetnx(key, "tenant_id", tenant_id):
-        existing: dict[str, str] = await store.redis.hgetall(key)
-        return existing, False
-    await store.redis.hset(key, mapping=record)
-    await store.redis.zadd(store.keys.tenants(), {tenant_id: now})
-    return record, True
+    if (
+        default_reservation_ttl_ms is not None
+        and int(record["max_reservation_ttl_ms"]) < default_reservation_ttl_ms
+    ):
+        raise invalid("default_reservation_ttl_ms must not exceed max_reservation_ttl_ms")
+    args: list[str] = []
+    for field, value in record.items():
+        args += [field, value]
+    # One script creates the whole record or reports the existing one: a tenant is never
+    # visible half-written.
+    reply = await store.run("tenant_create", [store.keys.tenant(tenant_id)], args)
+    created = int(reply[0]) == 1
+    existing = record if created else _pairs(reply[1:])
+    # NX keeps the original creation time when this repairs an interrupted create.
+    await store.redis.zadd(
+        store.keys.tenants(), {tenant_id: int(existing.get("created_at") or now)}, nx=True
+    )
+    return existing, created
 
 
 async def get_tenant(store: Store, tenant_id: str) -> dict[str, str] | None:
@@ -193,7 +203,10 @@ async def create_api_key(
         "key_prefix": secret[:API_KEY_LOOKUP_PREFIX_LEN],
         "key_hash": secret_digest(secret),
         "name": name,
-        "permissions_json": _json(list(permissions or DEFAULT_PERMISSIONS)),
+        # An explicit empty list means no permissions, not the defaults.
+        "permissions_json": _json(
+            list(DEFAULT_PERMISSIONS if permissions is None else permissions)
+        ),
         "status": "ACTIVE",
         "created_at": str(now),
         "expires_at": str(
