@@ -222,7 +222,8 @@ def test_deadlines_extend_has_no_grace_commit_and_release_do(mk: TenantFactory) 
     for r in (t.commit(c, 5), t.release(c)):
         assert r.status_code == 410
         assert r.json()["error"] == "RESERVATION_EXPIRED"
-    assert short(t.ledger(), t.name) == {"": (985, 10, 5, 0)}
+    # c's hold is returned by the sweeper whenever it gets to it, never by commit or release.
+    assert short(t.ledger(), t.name)[""] in ((985, 10, 5, 0), (995, 0, 5, 0))
 
 
 def test_get_reservation_detail(mk: TenantFactory) -> None:
@@ -323,3 +324,61 @@ def test_bad_settlement_payloads(
     assert r.json()["message"].startswith(field), r.json()["message"]
     assert short(t.ledger(), t.name) == {"": (900, 100, 0, 0)}
     assert t.raw_reservation(rid)["status"] == "ACTIVE"
+
+
+def test_commit_and_release_keys_are_unique_per_tenant_and_endpoint(mk: TenantFactory) -> None:
+    t = mk({"": 1000})
+    a, b = t.reserve_ok(100), t.reserve_ok(100)
+    k = key()
+    assert t.commit(a, 10, idempotency_key=k).status_code == 200
+    reused = t.commit(b, 10, idempotency_key=k)
+    assert reused.status_code == 409
+    assert reused.json()["error"] == "IDEMPOTENCY_MISMATCH"
+    c, d = t.reserve_ok(100), t.reserve_ok(100)
+    k2 = key()
+    assert t.release(c, idempotency_key=k2).status_code == 200
+    assert t.release(d, idempotency_key=k2).json()["error"] == "IDEMPOTENCY_MISMATCH"
+    # The same key may still be used once on each endpoint.
+    assert t.release(b, idempotency_key=k).status_code == 200
+    assert short(t.ledger(), t.name) == {"": (890, 100, 10, 0)}
+
+
+INT64_MAX = 2**63 - 1
+
+
+def test_amounts_near_int64_max_stay_exact(mk: TenantFactory) -> None:
+    t = mk({"": INT64_MAX, "workspace:w": INT64_MAX})
+    est = INT64_MAX - 807
+    r = t.reserve(est, subject=t.subject(workspace="w"))
+    assert r.status_code == 200, r.text
+    assert r.json()["balances"][0]["remaining"] == amount(807)
+    body = t.commit(r.json()["reservation_id"], est + 1).json()
+    assert body["charged"] == amount(est + 1)
+    assert body["balances"][1]["spent"] == amount(est + 1)
+    assert body["balances"][1]["remaining"] == amount(806)
+    assert short(t.ledger(), t.name)["workspace:w"] == (806, 0, est + 1, 0)
+    capped = t.event(INT64_MAX, subject=t.subject(workspace="w")).json()
+    assert capped["charged"] == amount(806)
+    assert_identity(t.ledger())
+
+
+def test_a_ledger_overflow_is_refused_before_any_write(mk: TenantFactory) -> None:
+    t = mk({"": 1000, "workspace:w": 1000})
+    rid = t.reserve_ok(10, subject=t.subject(workspace="w"))
+    # Corrupt the second ledger so returning the hold would overflow int64.
+    t.set_budget("workspace:w", remaining=str(INT64_MAX), allocated=str(INT64_MAX))
+    before = t.ledger()
+    r = t.release(rid)
+    assert r.status_code == 500
+    assert t.ledger() == before
+    assert t.raw_reservation(rid)["status"] == "ACTIVE"
+
+
+def test_admin_list_validates_the_tenant(server: ServerHandle) -> None:
+    with httpx.Client(base_url=server.base_url, headers=server.admin_headers) as admin:
+        r = admin.get("/v1/reservations", params={"tenant": "Not/A}Tenant"})
+        assert r.status_code == 400
+        assert admin.get("/v1/reservations", params={"tenant": "nobody-here"}).json() == {
+            "reservations": [],
+            "has_more": False,
+        }

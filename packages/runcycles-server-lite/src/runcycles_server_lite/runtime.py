@@ -36,6 +36,7 @@ from .models import (
     parse,
     payload_hash,
 )
+from .provisioning import check_tenant_id
 from .scoping import (
     derive_scopes,
     new_event_id,
@@ -244,7 +245,12 @@ async def commit_reservation(request: Request) -> Response:
     _idempotency_header(request, req.idempotency_key)
     tenant = _owner_for_tenant(rid, principal.tenant)
     k = svc.store.keys
-    keys = [k.tenant(tenant), k.reservation(tenant, rid), k.reservation_expiry(tenant)]
+    keys = [
+        k.tenant(tenant),
+        k.reservation(tenant, rid),
+        k.reservation_expiry(tenant),
+        k.idempotency(tenant, "commit", req.idempotency_key),
+    ]
     args: list[str | int] = [
         principal.tenant,
         str(req.actual.amount),
@@ -287,6 +293,7 @@ async def release_reservation(request: Request) -> Response:
         k.reservation(tenant, rid),
         k.reservation_expiry(tenant),
         k.audit(tenant),
+        k.idempotency(tenant, "release", req.idempotency_key),
     ]
     args: list[str | int] = [
         tenant,
@@ -465,7 +472,7 @@ async def list_reservations(request: Request) -> Response:
         tenant_param = _query_str(request, "tenant")
         if tenant_param is None:
             raise invalid("tenant query parameter is required when using admin key authentication")
-        tenant = tenant_param
+        tenant = check_tenant_id(tenant_param)
     else:
         principal = await svc.auth.tenant(request, perms.RESERVATIONS_LIST)
         tenant = principal.tenant

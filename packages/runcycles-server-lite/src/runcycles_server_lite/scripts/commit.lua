@@ -1,6 +1,6 @@
 -- Commit the actual amount of an ACTIVE reservation.
 --
--- KEYS: 1 tenant, 2 reservation, 3 res:exp
+-- KEYS: 1 tenant, 2 reservation, 3 res:exp, 4 idempotency record (tenant, commit, key)
 -- ARGV: 1 caller tenant, 2 actual, 3 unit, 4 idempotency_key, 5 payload hash,
 --       6 metrics json or "", 7 metadata json or "", 8 retention ms
 
@@ -15,6 +15,15 @@ local status = f[1]
 if not status then return err("NOT_FOUND", "reservation not found") end
 if f[2] ~= ARGV[1] then return err("FORBIDDEN", "reservation belongs to another tenant") end
 
+-- The key is unique per (tenant, commit): reused on another reservation it is a mismatch
+-- (the payload hash binds the reservation id).
+local idem = redis.call("HMGET", KEYS[4], "hash", "body")
+if idem[1] then
+  if idem[1] ~= ARGV[5] then
+    return err("IDEMPOTENCY_MISMATCH", "idempotency_key was already used with a different request")
+  end
+  return ok(200, idem[2])
+end
 if status == "COMMITTED" and f[10] == ARGV[4] then
   if f[11] ~= ARGV[5] then
     return err("IDEMPOTENCY_MISMATCH", "idempotency_key was already used with a different request")
@@ -90,6 +99,8 @@ body = body .. ',"balances":' .. balances_json(budgets, bscopes, unit) .. '}'
 redis.call("HSET", KEYS[2], "status", "COMMITTED", "charged", charged,
   "finalized_at", istr(now), "commit_key", ARGV[4], "commit_hash", ARGV[5],
   "metrics_json", ARGV[6], "committed_metadata_json", ARGV[7], "commit_body", body)
+redis.call("HSET", KEYS[4], "hash", ARGV[5], "body", body, "reservation_id", f[13])
+redis.call("PEXPIRE", KEYS[4], tonumber(ARGV[8]))
 redis.call("ZREM", KEYS[3], f[13])
 redis.call("PEXPIRE", KEYS[2], tonumber(ARGV[8]))
 return ok(200, body)

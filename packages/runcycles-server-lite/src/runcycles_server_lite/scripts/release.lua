@@ -1,6 +1,7 @@
 -- Release an ACTIVE reservation: the whole hold returns to every budget it charged.
 --
--- KEYS: 1 tenant, 2 reservation, 3 res:exp, 4 audit log
+-- KEYS: 1 tenant, 2 reservation, 3 res:exp, 4 audit log,
+--       5 idempotency record (tenant, release, key)
 -- ARGV: 1 caller tenant, 2 idempotency_key, 3 payload hash, 4 reason or "",
 --       5 actor (tenant|admin_on_behalf_of), 6 audit entry json or "", 7 retention ms
 
@@ -11,6 +12,13 @@ local status = f[1]
 if not status then return err("NOT_FOUND", "reservation not found") end
 if f[2] ~= ARGV[1] then return err("FORBIDDEN", "reservation belongs to another tenant") end
 
+local idem = redis.call("HMGET", KEYS[5], "hash", "body")
+if idem[1] then
+  if idem[1] ~= ARGV[3] then
+    return err("IDEMPOTENCY_MISMATCH", "idempotency_key was already used with a different request")
+  end
+  return ok(200, idem[2])
+end
 if status == "RELEASED" and f[9] == ARGV[2] then
   if f[10] ~= ARGV[3] then
     return err("IDEMPOTENCY_MISMATCH", "idempotency_key was already used with a different request")
@@ -54,6 +62,8 @@ redis.call("HSET", KEYS[2], "status", "RELEASED", "finalized_at", istr(now),
   "release_key", ARGV[2], "release_hash", ARGV[3], "release_reason", ARGV[4],
   "released_by", ARGV[5], "release_body", body)
 if ARGV[6] ~= "" then redis.call("ZADD", KEYS[4], now, ARGV[6]) end
+redis.call("HSET", KEYS[5], "hash", ARGV[3], "body", body, "reservation_id", f[12])
+redis.call("PEXPIRE", KEYS[5], tonumber(ARGV[7]))
 redis.call("ZREM", KEYS[3], f[12])
 redis.call("PEXPIRE", KEYS[2], tonumber(ARGV[7]))
 return ok(200, body)
