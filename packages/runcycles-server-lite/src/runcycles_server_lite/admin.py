@@ -251,7 +251,6 @@ def _page(
     request: Request,
     rows: list[dict[str, Any]],
     sort_keys: Mapping[str, Callable[[dict[str, Any]], Any]],
-    default_sort: str,
     filters: Mapping[str, Any],
     wrapper: str,
 ) -> Response:
@@ -383,7 +382,7 @@ async def list_tenants(request: Request) -> Response:
         "created_at": lambda t: t.get("created_at", ""),
     }
     filters = {"status": status, "parent": parent, "search": search}
-    return _page(request, rows, sort_keys, "created_at", filters, "tenants")
+    return _page(request, rows, sort_keys, filters, "tenants")
 
 
 async def update_tenant(request: Request) -> Response:
@@ -484,7 +483,7 @@ async def list_api_keys(request: Request) -> Response:
         for name in ("key_id", "name", "tenant_id", "status", "created_at", "expires_at")
     }
     filters = {"tenant_id": tenant_id, "status": status, "search": search}
-    return _page(request, rows, sort_keys, "created_at", filters, "keys")
+    return _page(request, rows, sort_keys, filters, "keys")
 
 
 async def _key_record(svc: Services, key_id: str) -> dict[str, str]:
@@ -634,7 +633,7 @@ async def list_budgets(request: Request) -> Response:
         "umax": umax,
         "search": search,
     }
-    return _page(request, rows, sort_keys, "utilization", filters, "ledgers")
+    return _page(request, rows, sort_keys, filters, "ledgers")
 
 
 async def lookup_budget(request: Request) -> Response:
