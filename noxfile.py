@@ -15,15 +15,17 @@ import nox
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_venv = "yes"
 nox.options.error_on_external_run = True
-nox.options.sessions = ["lint", "typecheck", "server", "core"]
+nox.options.sessions = ["lint", "typecheck", "server", "core", "testing"]
 
 CORE = "packages/runcycles-core"
 SERVER = "packages/runcycles-server-lite"
+TESTING = "packages/runcycles-testing"
 
 # Typed packages checked with mypy --strict.
 TYPED = {
     "runcycles_core": f"{CORE}/src/runcycles_core",
     "runcycles_server_lite": f"{SERVER}/src/runcycles_server_lite",
+    "runcycles_testing": f"{TESTING}/src/runcycles_testing",
 }
 
 
@@ -44,7 +46,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on core and server-lite."""
-    session.install("mypy>=1.13,<2", "-e", f"{CORE}[test]", "-e", f"{SERVER}[test]")
+    session.install("mypy>=1.13,<2", "-e", f"{CORE}[test]", "-e", f"{SERVER}[test]", "-e", TESTING)
     session.run("mypy", *TYPED.values())
 
 
@@ -60,6 +62,13 @@ def core(session: nox.Session) -> None:
     """runcycles-core tests: wire-level unit tests plus end-to-end against server-lite."""
     session.install("-e", f"{CORE}[test]", "-e", f"{SERVER}[test]")
     _pytest(session, f"{CORE}/tests")
+
+
+@nox.session
+def testing(session: nox.Session) -> None:
+    """The shared plugin contract suite, run against its framework-free reference plugin."""
+    session.install("-e", CORE, "-e", SERVER, "-e", TESTING)
+    _pytest(session, f"{TESTING}/tests")
 
 
 @nox.session

@@ -1,0 +1,119 @@
+"""A reference plugin written straight on :mod:`runcycles_core.integration` with no framework:
+the smallest thing that honours the contract, so the suite itself is tested."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import uuid
+from collections.abc import Mapping
+
+from runcycles_core.errors import BudgetExceededError
+from runcycles_core.integration import (
+    CyclesSettings,
+    ModelCall,
+    acommit_usage,
+    amodel_guard,
+    atool_guard,
+)
+from runcycles_testing import FakeSpec, Harness, PluginAdapter, ProviderError
+
+
+class ReferenceBudgetExceeded(BudgetExceededError):
+    """The reference plugin's denial type."""
+
+
+class ReferenceHarness(Harness):
+    def __init__(self, settings: CyclesSettings, fake: FakeSpec) -> None:
+        self.settings = dataclasses.replace(settings, denial_error=ReferenceBudgetExceeded)
+        self.fake = fake
+        self._lock = threading.Lock()
+        self._calls = 0
+        self._tools = 0
+
+    @property
+    def provider_calls(self) -> int:
+        return self._calls
+
+    @property
+    def tool_calls(self) -> int:
+        return self._tools
+
+    def _model_call(
+        self,
+        key: str | None = None,
+        subject: Mapping[str, str] | None = None,
+        dimensions: Mapping[str, str] | None = None,
+    ) -> ModelCall:
+        return ModelCall(
+            model=self.fake.model,
+            provider="openai",
+            prompt="What is six times seven?",
+            max_output_tokens=1_000,
+            idempotency_key=key,
+            subject=subject,
+            dimensions=dimensions,
+        )
+
+    async def _provider(self) -> None:
+        with self._lock:
+            self._calls += 1
+        if self.fake.hang:
+            await asyncio.Event().wait()
+        if self.fake.fail:
+            raise ProviderError("provider exploded")
+
+    async def _call(self, call: ModelCall) -> None:
+        guard = await amodel_guard(self.settings, call).reserve()
+        try:
+            await self._provider()
+        except BaseException as exc:
+            await guard.finish(exc)
+            raise
+        await acommit_usage(guard, self.settings, call.model, self.fake.usage, provider="openai")
+
+    async def run(
+        self,
+        *,
+        subject: Mapping[str, str] | None = None,
+        dimensions: Mapping[str, str] | None = None,
+    ) -> str:
+        await self._call(self._model_call(subject=subject, dimensions=dimensions))
+        if self.fake.tool:
+            guard = atool_guard(self.settings, self.fake.tool)
+            if guard is None:
+                self._tools += 1
+            else:
+                async with guard:
+                    guard.mark_ran()
+                    self._tools += 1
+            await self._call(self._model_call(subject=subject, dimensions=dimensions))
+        return self.fake.text
+
+    async def stream(self, *, stop_after: int | None = None) -> int:
+        guard = await amodel_guard(self.settings, self._model_call()).reserve()
+        await self._provider()
+        seen = 0
+        for _ in range(self.fake.stream_chunks):
+            if stop_after is not None and seen >= stop_after:
+                # Tokens were produced but no usage was reported: commit the estimate.
+                guard.mark_ran()
+                await guard.release("consumer stopped early")
+                return seen
+            seen += 1
+        await acommit_usage(guard, self.settings, self.fake.model, self.fake.usage)
+        return seen
+
+    async def retry_same_identity(self) -> None:
+        key = f"ref-step-{uuid.uuid4()}"
+        await self._call(self._model_call(key))
+        # The step failed after its model call; the "framework" re-runs it under the same id.
+        await self._call(self._model_call(key))
+
+
+class ReferenceAdapter(PluginAdapter):
+    denial_error = ReferenceBudgetExceeded
+
+    def build(self, settings: CyclesSettings, fake: FakeSpec) -> Harness:
+        return ReferenceHarness(settings, fake)
