@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
@@ -103,3 +104,38 @@ def test_malformed_traces_are_rejected_before_sending(
     with client, pytest.raises(ValueError, match="trace"):
         client.get_balances(tenant="acme", traceparent=traceparent, trace_id=trace_id)
     assert recorder.requests == []
+
+
+def _otel_span(trace_id: int, span_id: int) -> Any:
+    from opentelemetry import trace
+
+    context = trace.SpanContext(
+        trace_id=trace_id,
+        span_id=span_id,
+        is_remote=False,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+    )
+    return trace.use_span(trace.NonRecordingSpan(context))
+
+
+def test_active_opentelemetry_span_is_propagated(recorder: Recorder) -> None:
+    recorder.reply(200, BALANCES)
+    recorder.reply(200, BALANCES)
+    client = rc.CyclesClient(make_config(), transport=recorder.sync_transport())
+    with client, _otel_span(int(TRACE, 16), 0x00F067AA0BA902B7):
+        client.get_balances(tenant="acme")
+        with rc.trace_context(trace_id="cd" * 16):  # an explicit context wins over OTel
+            client.get_balances(tenant="acme")
+    first, second = recorder.requests
+    assert first.headers["traceparent"] == PARENT
+    assert first.headers["X-Cycles-Trace-Id"] == TRACE
+    assert second.headers["X-Cycles-Trace-Id"] == "cd" * 16
+    assert "traceparent" not in second.headers
+
+
+async def test_async_active_opentelemetry_span_is_propagated(recorder: Recorder) -> None:
+    recorder.reply(200, BALANCES)
+    async with rc.AsyncCyclesClient(make_config(), transport=recorder.async_transport()) as client:
+        with _otel_span(0xABC, 0xDEF):
+            await client.get_balances(tenant="acme")
+    assert recorder.last.headers["traceparent"] == f"00-{0xABC:032x}-{0xDEF:016x}-01"

@@ -1,10 +1,13 @@
 """Trace propagation: the caller's W3C ``traceparent`` / ``X-Cycles-Trace-Id`` reach the server.
 
-A trace set with :func:`trace_context` flows through every client call made inside the ``with``
-block (a ``ContextVar``, so it follows asyncio tasks and is restored on exit, nested blocks
-included). An explicit ``traceparent=`` / ``trace_id=`` argument on a call wins over it.
-With neither, the client mints one trace id per logical call, so every retry of that call and
-the error it may raise share one id.
+Per call, the first of these that is present wins:
+
+1. an explicit ``traceparent=`` / ``trace_id=`` argument;
+2. the trace set with :func:`trace_context` around the call (a ``ContextVar``, so it follows
+   asyncio tasks and is restored on exit, nested blocks included);
+3. the active OpenTelemetry span, when ``opentelemetry-api`` is installed (an optional
+   dependency; nothing is imported otherwise);
+4. a trace id minted for this logical call, so its retries and its error share one id.
 """
 
 from __future__ import annotations
@@ -94,8 +97,22 @@ def trace_context(
         _CURRENT.reset(token)
 
 
+def _from_opentelemetry() -> TraceContext | None:
+    """The active OpenTelemetry span as a trace, if the API is installed and a span is live."""
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        return None
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return None
+    flags = int(ctx.trace_flags) & 0xFF
+    traceparent = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{flags:02x}"
+    return TraceContext(trace_id=f"{ctx.trace_id:032x}", traceparent=traceparent)
+
+
 def resolve_trace(traceparent: str | None, trace_id: str | None) -> TraceContext:
-    """The trace for one call: explicit arguments, else the context, else a fresh one."""
+    """The trace for one call (see the module docstring for the precedence)."""
     if traceparent is not None or trace_id is not None:
         return TraceContext.of(traceparent, trace_id)
-    return _CURRENT.get() or TraceContext.new()
+    return _CURRENT.get() or _from_opentelemetry() or TraceContext.new()
