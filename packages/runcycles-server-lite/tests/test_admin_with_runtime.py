@@ -3,6 +3,7 @@ overdraft, frozen budgets and suspended tenants, all through the public HTTP API
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -161,3 +162,30 @@ def test_frozen_budget_and_suspended_tenant_stop_the_runtime(
     assert s.reserve(1).status_code == 401
     admin.patch(f"/v1/admin/tenants/{s.t}", json={"status": "ACTIVE"})
     assert s.reserve(1).status_code == 200
+
+
+def test_closing_a_tenant_returns_open_holds_exactly_once(
+    setup: Callable[..., Setup], admin: httpx.Client
+) -> None:
+    s = setup()
+    r = s.reserve(300, ttl_ms=1000, grace_period_ms=0)
+    assert r.status_code == 200, r.text
+    rid = r.json()["reservation_id"]
+    assert s.ledger(s.leaf)["reserved"] == 300
+    assert admin.patch(f"/v1/admin/tenants/{s.t}", json={"status": "CLOSED"}).status_code == 200
+    leaf = s.ledger(s.leaf)
+    assert (leaf["status"], leaf["reserved"], leaf["remaining"]) == ("CLOSED", 0, 1000)
+    # Let the reservation expire and the sweeper pass: nothing is refunded a second time.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        got = admin.get(f"/v1/reservations/{rid}")
+        if got.status_code == 410 or got.json().get("status") == "EXPIRED":
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the reservation never expired")
+    assert s.ledger(s.leaf) == leaf
+    assert s.ledger(s.root)["remaining"] == 10_000
+    # Re-closing is a no-op.
+    assert admin.patch(f"/v1/admin/tenants/{s.t}", json={"status": "CLOSED"}).status_code == 200
+    assert s.ledger(s.leaf) == leaf

@@ -334,11 +334,13 @@ async def update_tenant(
 
 
 async def close_tenant_cascade(store: Store, tenant_id: str) -> list[dict[str, str]]:
-    """Drive a closed tenant's objects to their terminal states: budgets CLOSED, keys REVOKED.
+    """Drive a closed tenant's objects to their terminal states: budgets CLOSED (their
+    ``reserved`` returned to ``remaining``), keys REVOKED.
 
-    Re-runnable (already-terminal objects are left alone). Budgets keep their ``reserved``:
-    live reservations are settled by the runtime's expiry, which refunds each exactly once
-    (the reference drains ``reserved`` here too and so refunds twice). Returns revoked keys."""
+    Call it only after the tenant itself is CLOSED: from then on its reservations can neither
+    settle nor be refunded by expiry, so draining here returns each hold exactly once (the
+    reference drains too but its expiry refunds again). Re-runnable: already-terminal objects
+    are left alone. Returns the keys it revoked."""
     now = await store.time_ms()
     for record in await list_budgets(store, tenant_id):
         keys = [

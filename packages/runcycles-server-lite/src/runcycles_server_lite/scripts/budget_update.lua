@@ -1,7 +1,7 @@
 -- budget_update.lua: PATCH properties of a budget, or freeze / unfreeze it.
 --
 -- KEYS[1] budget hash   KEYS[2] tenant hash
--- ARGV[1] mode: "patch" | "freeze" | "unfreeze" | "close"
+-- ARGV[1] mode: "patch" | "freeze" | "unfreeze" | "close" (tenant-close cascade only)
 -- ARGV[2] now (epoch ms)
 -- ARGV[3..] for "patch": field, value pairs (overdraft_limit, commit_overage_policy,
 --           metadata_json); is_over_limit is recomputed as debt > overdraft_limit.
@@ -33,6 +33,15 @@ if mode == "freeze" or mode == "unfreeze" then
   redis.call("HSET", KEYS[1], "status", to, "updated_at", now)
 elseif mode == "close" then
   if status ~= "CLOSED" then
+    -- Holds of the closed tenant's open reservations go back to remaining here, once: the
+    -- tenant is already CLOSED, so they can no longer commit or release, and expiring them
+    -- later refunds nothing (expire.lua), which is what keeps this from refunding twice.
+    -- remaining + reserved <= allocated, so this cannot overflow.
+    local reserved = redis.call("HGET", KEYS[1], "reserved") or "0"
+    if reserved ~= "0" then
+      redis.call("HINCRBY", KEYS[1], "remaining", reserved)
+      redis.call("HSET", KEYS[1], "reserved", "0")
+    end
     redis.call("HSET", KEYS[1], "status", "CLOSED", "closed_at", now, "updated_at", now)
   end
 else
