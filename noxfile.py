@@ -10,12 +10,24 @@ interpreter nox itself runs on, so a machine with one Python needs nothing else.
 
 from __future__ import annotations
 
+import runpy
+
 import nox
 
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_venv = "yes"
 nox.options.error_on_external_run = True
-nox.options.sessions = ["lint", "typecheck", "server", "core", "testing"]
+nox.options.sessions = [
+    "lint",
+    "typecheck",
+    "server",
+    "core",
+    "testing",
+    "langchain(oldest)",
+    "langchain(latest)",
+    "openai_agents(oldest)",
+    "openai_agents(latest)",
+]
 
 CORE = "packages/runcycles-core"
 SERVER = "packages/runcycles-server-lite"
@@ -71,8 +83,56 @@ def testing(session: nox.Session) -> None:
     _pytest(session, f"{TESTING}/tests")
 
 
+OPENAI_AGENTS = "packages/runcycles-openai-agents"
+
+
+@nox.session
+@nox.parametrize("bound", ["oldest", "latest"], ids=["oldest", "latest"])
+def openai_agents(session: nox.Session, bound: str) -> None:
+    """runcycles-openai-agents on both ends of its supported openai-agents range (its own venv:
+    openai-agents needs openai >= 3, which other frameworks' plugins cannot share)."""
+    supported = runpy.run_path(f"{OPENAI_AGENTS}/src/runcycles_openai_agents/_supported.py")
+    if bound == "oldest":
+        framework = [f"{supported['FRAMEWORK']}=={supported['OLDEST']}"]
+    else:
+        framework = [supported["REQUIREMENT"], "--upgrade-package", supported["FRAMEWORK"]]
+    session.install(
+        "mypy>=1.13,<2",
+        "-e",
+        f"{CORE}[test]",
+        "-e",
+        f"{SERVER}[test]",
+        "-e",
+        TESTING,
+        "-e",
+        f"{OPENAI_AGENTS}[test]",
+        *framework,
+    )
+    session.run("mypy", f"{OPENAI_AGENTS}/src/runcycles_openai_agents", f"{OPENAI_AGENTS}/tests")
+    _pytest(session, f"{OPENAI_AGENTS}/tests")
+
+
+LANGCHAIN = "packages/runcycles-langchain"
+
+
+@nox.session
+@nox.parametrize("bound", ["oldest", "latest"], ids=["oldest", "latest"])
+def langchain(session: nox.Session, bound: str) -> None:
+    """runcycles-langchain on both ends of its supported LangChain range (its own venv). The
+    oldest end pins tests/requirements.oldest.txt; latest takes the newest that resolves."""
+    install = ["-e", CORE, "-e", SERVER, "-e", TESTING, "-e", f"{LANGCHAIN}[test]"]
+    if bound == "oldest":
+        session.install("mypy>=1.13,<2", *install, "-r", f"{LANGCHAIN}/tests/requirements.oldest.txt")
+    else:
+        session.install("mypy>=1.13,<2", *install)
+        session.install("--upgrade", "langchain-core", "langchain", "langgraph")
+        session.run("mypy", f"{LANGCHAIN}/src/runcycles_langchain", f"{LANGCHAIN}/tests")
+    _pytest(session, f"{LANGCHAIN}/tests")
+
+
 @nox.session
 def serve(session: nox.Session) -> None:
     """Start server-lite on the embedded store (extra args go to the server CLI)."""
     session.install("-e", SERVER)
     session.run("runcycles-server-lite", *session.posargs)
+

@@ -1,0 +1,248 @@
+"""``CyclesRunHooks``: budgets through ``Runner.run(agent, input, hooks=...)``.
+
+- ``on_llm_start`` reserves (a denial propagates out of ``Runner.run`` unchanged, before the
+  model is called) and ``on_llm_end`` commits the priced usage of the response. The SDK's own
+  retries happen between the two, so they are one logical call here.
+- ``on_tool_start`` gates budgeted tools as action kind ``tool.<name>`` and ``on_tool_end``
+  commits the tool's estimate.
+- The SDK has no error hook: a run that fails between a start and an end hook would leave a
+  hold until its TTL. :meth:`CyclesRunHooks.run` settles such leftovers when ``Runner.run``
+  returns or raises; :meth:`CyclesRunHooks.release_pending` settles every leftover of the
+  instance (use it when you call ``Runner.run`` yourself).
+
+For streamed runs prefer :class:`~runcycles_openai_agents.CyclesModel`, which also settles a
+stream the consumer abandons.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Hashable
+from contextvars import ContextVar
+from typing import Any
+
+from agents import Agent, RunHooks, Runner
+from agents.exceptions import UserError
+from agents.items import ModelResponse, TResponseInputItem
+from agents.models import get_default_model
+from agents.result import RunResult
+from agents.run_context import RunContextWrapper
+from agents.tool import Tool
+
+from runcycles_core import BudgetExceededError as CoreBudgetExceededError
+from runcycles_core.integration import (
+    CyclesSettings,
+    ModelCall,
+    acommit_usage,
+    amodel_guard,
+    atool_guard,
+)
+from runcycles_core.lifecycle import AsyncGuard, GuardState
+
+from ._model import (
+    CyclesModel,
+    _provider_of,
+    discover_model_name,
+    reserve_settling_on_cancel,
+    uncancellable,
+)
+from ._scope import current_scope
+from ._settings import resolve_settings
+from ._usage import counted_usage, request_messages, to_usage
+
+__all__ = ["CyclesRunHooks"]
+
+_SETTLED = (GuardState.COMMITTED, GuardState.RELEASED, GuardState.DENIED)
+_ledger: ContextVar[list[AsyncGuard] | None] = ContextVar(
+    "runcycles_openai_agents_ledger", default=None
+)
+
+
+class CyclesRunHooks(RunHooks[Any]):
+    """Run hooks that reserve before each model and budgeted tool call and commit after.
+
+    Args:
+        settings: a :class:`~runcycles_core.integration.CyclesSettings`, or its fields as
+            keywords. ``tool_budgets={"search": 50_000, "*": 1_000}`` gates tools.
+        model_name: the model to price by when it cannot be read from the agent (e.g. a
+            ``RunConfig(model=...)`` override, which hooks cannot see).
+        llm: gate model calls (default). Pass ``llm=False`` when the agents' models are already
+            :class:`~runcycles_openai_agents.CyclesModel` and you only want tool budgets
+            (agents whose model is a ``CyclesModel`` are skipped automatically).
+    """
+
+    def __init__(
+        self,
+        settings: CyclesSettings | None = None,
+        *,
+        model_name: str | None = None,
+        provider: str | None = None,
+        llm: bool = True,
+        **settings_kwargs: Any,
+    ) -> None:
+        self.settings = resolve_settings(settings, settings_kwargs)
+        self.model_name = model_name
+        self.provider = provider
+        self.llm = llm
+        self._open: dict[Hashable, list[tuple[AsyncGuard, list[Any]]]] = {}
+        self._lock = threading.Lock()
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def _push(self, key: Hashable, guard: AsyncGuard, messages: list[Any]) -> None:
+        with self._lock:
+            self._open.setdefault(key, []).append((guard, messages))
+        ledger = _ledger.get()
+        if ledger is not None:
+            ledger.append(guard)
+
+    def _pop(self, key: Hashable) -> tuple[AsyncGuard, list[Any]] | None:
+        with self._lock:
+            entries = self._open.get(key)
+            if not entries:
+                return None
+            entry = entries.pop(0)
+            if not entries:
+                del self._open[key]
+            return entry
+
+    def _forget(self, guards: list[AsyncGuard]) -> None:
+        ids = {id(g) for g in guards}
+        with self._lock:
+            for key in list(self._open):
+                kept = [e for e in self._open[key] if id(e[0]) not in ids]
+                if kept:
+                    self._open[key] = kept
+                else:
+                    del self._open[key]
+
+    @property
+    def pending(self) -> int:
+        """Reservations taken by these hooks and not yet settled."""
+        with self._lock:
+            return sum(len(v) for v in self._open.values())
+
+    # -- model calls ---------------------------------------------------------------------------
+    def _model_of(self, agent: Agent[Any]) -> tuple[str, str | None]:
+        if self.model_name:
+            return self.model_name, self.provider
+        model = agent.model
+        if isinstance(model, str):
+            return model, self.provider
+        if model is not None:
+            name = discover_model_name(model)
+            if name:
+                return name, self.provider or _provider_of(model)
+        return get_default_model(), self.provider
+
+    async def on_llm_start(
+        self,
+        context: RunContextWrapper[Any],
+        agent: Agent[Any],
+        system_prompt: str | None,
+        input_items: list[TResponseInputItem],
+    ) -> None:
+        if not self.llm or isinstance(agent.model, CyclesModel):
+            return
+        name, provider = self._model_of(agent)
+        scope = current_scope()
+        messages = request_messages(system_prompt, input_items)
+        guard = amodel_guard(
+            self.settings,
+            ModelCall(
+                model=name,
+                provider=provider,
+                messages=messages,
+                max_output_tokens=agent.model_settings.max_tokens,
+                idempotency_key=scope.model_key(),
+                subject=scope.subject,
+                dimensions=scope.dimensions,
+                metadata=scope.metadata,
+            ),
+        )
+        await reserve_settling_on_cancel(guard)
+        self._push(("llm", id(context)), guard, messages)
+
+    async def on_llm_end(
+        self,
+        context: RunContextWrapper[Any],
+        agent: Agent[Any],
+        response: ModelResponse,
+    ) -> None:
+        entry = self._pop(("llm", id(context)))
+        if entry is None:
+            return
+        guard, messages = entry
+        guard.mark_ran()
+        usage = to_usage(response.usage) or counted_usage(
+            self.settings.prices, messages, list(response.output)
+        )
+        name, provider = self._model_of(agent)
+        await uncancellable(acommit_usage(guard, self.settings, name, usage, provider=provider))
+
+    # -- tool calls ----------------------------------------------------------------------------
+    @staticmethod
+    def _tool_key(context: RunContextWrapper[Any], tool: Tool) -> Hashable:
+        call_id = getattr(context, "tool_call_id", None)
+        return ("tool", call_id) if call_id else ("tool", id(context), tool.name)
+
+    async def on_tool_start(
+        self, context: RunContextWrapper[Any], agent: Agent[Any], tool: Tool
+    ) -> None:
+        scope = current_scope()
+        guard = atool_guard(
+            self.settings,
+            tool.name,
+            idempotency_key=scope.tool_key(getattr(context, "tool_call_id", None)),
+            subject=scope.subject,
+        )
+        if guard is None:
+            return
+        await reserve_settling_on_cancel(guard)
+        self._push(self._tool_key(context, tool), guard, [])
+
+    async def on_tool_end(
+        self, context: RunContextWrapper[Any], agent: Agent[Any], tool: Tool, result: object
+    ) -> None:
+        entry = self._pop(self._tool_key(context, tool))
+        if entry is not None:
+            guard = entry[0]
+            guard.mark_ran()
+            await uncancellable(guard.commit())
+
+    # -- cleanup -------------------------------------------------------------------------------
+    async def _settle(self, guards: list[AsyncGuard], exc: BaseException | None) -> None:
+        self._forget(guards)
+        error = exc or RuntimeError("run ended before the call was settled")
+        for guard in guards:
+            if guard.state not in _SETTLED:
+                await uncancellable(guard.finish(error))
+
+    async def release_pending(self) -> int:
+        """Settle every reservation these hooks still hold (released unless the call ran), for
+        all runs; returns how many there were. Call it after ``Runner.run`` raised."""
+        with self._lock:
+            guards = [g for entries in self._open.values() for g, _ in entries]
+        await self._settle(guards, None)
+        return len(guards)
+
+    async def run(self, starting_agent: Agent[Any], input: Any, **kwargs: Any) -> RunResult:
+        """``Runner.run(starting_agent, input, hooks=self, **kwargs)`` that settles this run's
+        leftover reservations however it ends, and re-raises a tool denial the SDK wrapped in a
+        ``UserError`` as the denial itself."""
+        ledger: list[AsyncGuard] = []
+        token = _ledger.set(ledger)
+        error: BaseException | None = None
+        try:
+            return await Runner.run(starting_agent, input, hooks=self, **kwargs)
+        except UserError as exc:
+            error = exc
+            if isinstance(exc.__cause__, CoreBudgetExceededError):
+                raise exc.__cause__ from exc
+            raise
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            _ledger.reset(token)
+            await asyncio.shield(self._settle(ledger, error))
