@@ -329,3 +329,24 @@ def test_ledger_identity_holds_for_any_sequence(
             assert rec["is_over_limit"] == ("true" if state["debt"] > 0 else "false")
         assert ints(rec) == state
         assert_identity(rec)
+
+
+def test_concurrent_funding_is_exact_and_a_shared_key_applies_once(
+    server: ServerHandle, admin: httpx.Client
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    t, _ = new_budget(server, 0)
+
+    def call(i: int) -> httpx.Response:
+        extra = {"idempotency_key": "same"} if i % 2 else {}
+        return fund(admin, t, "CREDIT", 7, **extra)
+
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(call, range(64)))
+    assert all(r.status_code == 200 for r in responses)
+    shared = {r.content for i, r in enumerate(responses) if i % 2}
+    assert len(shared) == 1  # every retry got the one stored result
+    rec = ledger(server, t)
+    assert int(rec["allocated"]) == 7 * (32 + 1)
+    assert_identity(rec)
