@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from .client import AsyncCyclesClient, CyclesClient
-from .config import CyclesConfig
+from .config import CyclesConfig, RetryPolicy
 from .errors import (
     AuthenticationError,
     BudgetExceededError,
@@ -185,6 +185,25 @@ def _result_from(report: ReplayReport, result: SettlementResult) -> SettlementRe
     return result
 
 
+def _spent_a_retry(report: ReplayReport) -> int:
+    # Only a pass in which an attempt failed uses up the retry budget. Waiting for a record to
+    # become due (a persisted 429 floor) or for another worker to release its lock does not:
+    # counting those would give up on a record before it was ever allowed to be retried.
+    return 1 if report.retry_later or report.failed else 0
+
+
+def _next_pass_delay(
+    policy: RetryPolicy, failed_passes: int, pending: list[Record], report: ReplayReport
+) -> float:
+    due = [r.next_attempt_at for r in pending if r.next_attempt_at is not None]
+    delay = policy.backoff(max(1, failed_passes))
+    if due:
+        delay = max(0.0, min(min(due) - time.time(), policy.max_delay))
+    if report.busy and not due:
+        delay = min(delay, 0.05)
+    return delay
+
+
 class _Base:
     def __init__(self, config: CyclesConfig, journal: CommitJournal) -> None:
         self.config = config
@@ -221,6 +240,8 @@ class Settler(_Base):
         self._outstanding = 0
         self._stopped = False
         self._worker: threading.Thread | None = None
+        self._running = False
+        self._kicks = 0
         self._start_replay()
         atexit.register(self._atexit)
 
@@ -265,7 +286,9 @@ class Settler(_Base):
     def _kick(self) -> None:
         with self._wake:
             self._outstanding += 1
-            if self._worker is None or not self._worker.is_alive():
+            self._kicks += 1
+            if not self._running:
+                self._running = True
                 self._worker = threading.Thread(
                     target=self._run, name="runcycles-settler", daemon=True
                 )
@@ -277,33 +300,44 @@ class Settler(_Base):
         return bool(getattr(http, "is_closed", False))
 
     def _run(self) -> None:
-        passes = 0
-        while not self._stopped and not self._client_closed():
-            report = self.journal.replay(self._attempt_factory(None))
-            passes += 1
-            pending = self.journal.pending()
-            if not pending or passes > self._policy.max_retries:
+        failed_passes = 0
+        try:
+            while not self._stopped and not self._client_closed():
                 with self._wake:
+                    kicks = self._kicks
+                report = self.journal.replay(self._attempt_factory(None))
+                failed_passes += _spent_a_retry(report)
+                pending = self.journal.pending()
+                if not pending or failed_passes > self._policy.max_retries:
+                    with self._wake:
+                        if self._kicks != kicks:
+                            # New work arrived during this pass: it gets a full retry budget.
+                            failed_passes = 0
+                            continue
+                        # Decided under the lock, so a later _kick() starts a new worker.
+                        self._running = False
+                        self._outstanding = 0
+                        self._wake.notify_all()
+                    if pending:
+                        log.warning(
+                            "%d settlement(s) still unresolved after %d failed passes; they stay "
+                            "in the journal %s and replay on the next start",
+                            len(pending),
+                            failed_passes,
+                            self.journal.path,
+                        )
+                    return
+                delay = _next_pass_delay(self._policy, failed_passes, pending, report)
+                with self._wake:
+                    self._wake.wait(timeout=delay)
+        finally:
+            # However the worker ends (client closed, stopped, crashed), nobody may keep
+            # waiting for it in flush().
+            with self._wake:
+                if self._worker is threading.current_thread():
+                    self._running = False
                     self._outstanding = 0
                     self._wake.notify_all()
-                if pending:
-                    log.warning(
-                        "%d settlement(s) still unresolved after %d passes; they stay in the "
-                        "journal %s and replay on the next start",
-                        len(pending),
-                        passes,
-                        self.journal.path,
-                    )
-                return
-            now = time.time()
-            due = [r.next_attempt_at for r in pending if r.next_attempt_at is not None]
-            delay = self._policy.backoff(passes)
-            if due:
-                delay = max(0.0, min(min(due) - now, self._policy.max_delay))
-            if report.busy and not due:
-                delay = min(delay, 0.05)
-            with self._wake:
-                self._wake.wait(timeout=delay)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Retry outstanding settlements now and wait (bounded); True if none remain pending."""
@@ -319,7 +353,8 @@ class Settler(_Base):
 
     def _atexit(self) -> None:
         with contextlib.suppress(Exception):
-            if self._outstanding:
+            # A closed client cannot settle anything: its records wait for the next start.
+            if self._outstanding and not self._client_closed():
                 self.flush()
         self._stopped = True
 
@@ -378,18 +413,14 @@ class AsyncSettler(_Base):
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self) -> None:
-        passes = 0
+        failed_passes = 0
         while not getattr(getattr(self.client, "_http", None), "is_closed", False):
-            await self.journal.areplay(self._attempt_factory(None))
-            passes += 1
+            report = await self.journal.areplay(self._attempt_factory(None))
+            failed_passes += _spent_a_retry(report)
             pending = self.journal.pending()
-            if not pending or passes > self._policy.max_retries:
+            if not pending or failed_passes > self._policy.max_retries:
                 return
-            due = [r.next_attempt_at for r in pending if r.next_attempt_at is not None]
-            delay = self._policy.backoff(passes)
-            if due:
-                delay = max(0.0, min(min(due) - time.time(), self._policy.max_delay))
-            await asyncio.sleep(delay)
+            await asyncio.sleep(_next_pass_delay(self._policy, failed_passes, pending, report))
 
     async def flush(self, timeout: float | None = None) -> bool:
         """Retry outstanding settlements now and wait (bounded); True if none remain pending."""
