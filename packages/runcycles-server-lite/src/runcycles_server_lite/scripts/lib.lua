@@ -4,6 +4,8 @@
 -- to 2^53) and cjson keeps 14 digits, so no amount ever becomes a Lua or cjson number.
 -- Scripts validate and compute every new value first (with the exact string arithmetic below,
 -- including int64 headroom), and only then write, so a script never fails halfway.
+-- HINCRBY would re-check the arithmetic but costs one command per field; the exact values are
+-- already known, so each budget is written with a single HSET.
 --
 -- Return convention (parsed by runtime.py):
 --   {"OK", "<http status>", "<json body>"}
@@ -73,6 +75,11 @@ local function usub(a, b)
   return (r == "") and "0" or r
 end
 
+-- Fast path: decimals of at most 15 characters are exact as Lua numbers (|x| < 10^15 <
+-- 2^53), and so are sums and differences of two of them. Longer values take the digit path.
+local function small(s) return #s <= 15 and string.match(s, "^-?%d+$") ~= nil end
+local function nfmt(n) return string.format("%d", n) end
+
 local function dfmt(neg, mag)
   if neg and mag ~= "0" then return "-" .. mag end
   return mag
@@ -80,12 +87,14 @@ end
 
 -- Normalised form of a decimal string ("007" -> "7", "-0" -> "0"); nil if malformed.
 local function dnorm(s)
+  if type(s) == "string" and small(s) then return nfmt(tonumber(s)) end
   local n, m = dparse(s)
   if n == nil then return nil end
   return dfmt(n, m)
 end
 
 local function dadd(x, y)
+  if small(x) and small(y) then return nfmt(tonumber(x) + tonumber(y)) end
   local xn, xm = dparse(x)
   local yn, ym = dparse(y)
   if xn == yn then return dfmt(xn, uadd(xm, ym)) end
@@ -96,6 +105,7 @@ local function dadd(x, y)
 end
 
 local function dneg(x)
+  if small(x) then return nfmt(-tonumber(x)) end
   local n, m = dparse(x)
   return dfmt(not n, m)
 end
@@ -103,6 +113,11 @@ end
 local function dsub(x, y) return dadd(x, dneg(y)) end
 
 local function dcmp(x, y)
+  if small(x) and small(y) then
+    local a, b = tonumber(x), tonumber(y)
+    if a == b then return 0 end
+    return (a < b) and -1 or 1
+  end
   local xn, xm = dparse(x)
   local yn, ym = dparse(y)
   if xm == "0" then xn = false end
@@ -118,6 +133,7 @@ local function dmax0(x) if dcmp(x, "0") < 0 then return "0" end return x end
 
 -- True if s is a well-formed decimal inside the signed int64 range.
 local function fits64(s)
+  if type(s) == "string" and small(s) then return true end
   local n, m = dparse(s)
   if n == nil then return false end
   if n then return ucmp(m, INT64_MIN_MAG) <= 0 end
@@ -227,20 +243,26 @@ local REFUSAL_MESSAGE = {
   BUDGET_EXCEEDED = "insufficient remaining budget",
 }
 
--- Apply new values (already validated) to a budget: nv is {field = new decimal string}.
--- Writes with HINCRBY by the exact difference so Redis re-checks int64 arithmetic.
+-- Apply new values (already computed exactly and checked by check_headroom) to a budget,
+-- in one HSET: the arithmetic was done on decimal strings, so no Lua number ever carries an
+-- amount, and one command per budget keeps scripts short.
 local function write_budget(b, nv, now)
+  local args = {b.key}
   for _, k in ipairs({"remaining", "reserved", "spent", "debt"}) do
     if nv[k] ~= nil and nv[k] ~= b[k] then
-      redis.call("HINCRBY", b.key, k, dsub(nv[k], b[k]))
+      args[#args + 1] = k
+      args[#args + 1] = nv[k]
       b[k] = nv[k]
     end
   end
   if nv.over ~= nil and nv.over ~= b.over then
-    redis.call("HSET", b.key, "is_over_limit", nv.over and "true" or "false")
+    args[#args + 1] = "is_over_limit"
+    args[#args + 1] = nv.over and "true" or "false"
     b.over = nv.over
   end
-  redis.call("HSET", b.key, "updated_at", istr(now))
+  args[#args + 1] = "updated_at"
+  args[#args + 1] = istr(now)
+  redis.call("HSET", unpack(args))
 end
 
 -- Every value in nv must stay a valid int64 (and non-negative except remaining).
