@@ -66,7 +66,8 @@ class Served:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
+def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
+    workers = str(getattr(request, "param", 1))
     port, admin_port = free_port(), free_port()
     data_dir = tmp_path / "data"
     out = tmp_path / "stdout.txt"
@@ -82,6 +83,8 @@ def served(tmp_path: Path) -> Iterator[Served]:
                 str(data_dir),
                 "--log-level",
                 "warning",
+                "--workers",
+                workers,
             ],
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -118,6 +121,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     )
 
 
+@pytest.mark.parametrize("served", [1, 2], indirect=True, ids=["1-worker", "2-workers"])
 def test_serve_prints_a_working_admin_key_and_stops_cleanly_on_sigterm(served: Served) -> None:
     printed = served.stdout.read_text()
     line = next(ln for ln in printed.splitlines() if "X-Admin-API-Key:" in ln)
@@ -133,14 +137,28 @@ def test_serve_prints_a_working_admin_key_and_stops_cleanly_on_sigterm(served: S
     assert httpx.get(f"{served.admin_url}/actuator/health").status_code == 200
     assert httpx.post(f"{served.admin_url}/v1/reservations", json={}).status_code == 404
 
+    # Whichever worker answers, it sees what another one wrote (one shared store).
+    with httpx.Client(base_url=served.url, headers=headers) as http:
+        for i in range(6):
+            assert (
+                http.post(
+                    "/v1/admin/tenants", json={"tenant_id": f"w-{i}", "name": "w"}
+                ).status_code
+                == 201
+            )
+            with httpx.Client(base_url=served.url, headers=headers) as fresh:
+                assert fresh.get(f"/v1/admin/tenants/w-{i}").status_code == 200
+
     stores = children(served.proc.pid, "redis-server")
     assert len(stores) == 1
+    workers = children(served.proc.pid, "python") + children(served.proc.pid, "python3")
     served.proc.send_signal(signal.SIGTERM)
     assert served.proc.wait(30) == 0
     deadline = time.monotonic() + 10
-    while alive(stores[0]) and time.monotonic() < deadline:
+    while any(map(alive, stores + workers)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(stores[0]), "the embedded redis-server outlived the server"
+    assert not any(map(alive, workers)), "a worker outlived the server"
 
 
 def test_admin_subcommands(served: Served) -> None:
