@@ -174,3 +174,20 @@ def test_lease_excludes_a_second_sweeper(server: ServerHandle) -> None:
     ran, survived = server.run_store(go)
     assert ran is False
     assert survived is True
+
+
+def test_a_backlog_larger_than_one_batch_is_drained_in_one_sweep(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # A server whose own sweeper is off, so the sweep below is the only one.
+    with (
+        running_server(tmp_path_factory.mktemp("quiet"), sweep_interval_s=0, sweep_batch=2) as srv,
+        make_tenant(srv, {"": 1000}) as t,
+    ):
+        rids = [t.reserve_ok(10) for _ in range(5)]
+        for rid in rids:
+            _make_due(t, rid)
+        stats = srv.run_store(lambda s: Sweeper(s, srv.settings).sweep())
+        assert stats.expired == 5
+        assert [t.raw_reservation(rid)["status"] for rid in rids] == ["EXPIRED"] * 5
+        assert short(t.ledger(), t.name) == {"": (1000, 0, 0, 0)}

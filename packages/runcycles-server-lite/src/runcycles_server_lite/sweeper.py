@@ -21,6 +21,7 @@ from .store import Store
 log = logging.getLogger("runcycles_server_lite.sweeper")
 
 _TENANT_CHUNK = 100
+_MAX_BATCHES_PER_TENANT = 20
 
 
 @dataclass
@@ -97,10 +98,18 @@ class Sweeper:
                     pipe.zrangebyscore(keys.reservation_expiry(t), "-inf", now, start=0, num=batch)
                 due_lists: list[list[str]] = await pipe.execute()
             for tenant, due in zip(tenants, due_lists, strict=True):
-                if due:
-                    await self._expire(tenant, due, stats)
+                # A full batch may mean a backlog (after downtime): keep going, a bounded
+                # number of batches per tick so one tenant cannot starve the others.
+                for _ in range(_MAX_BATCHES_PER_TENANT):
+                    if not due or not await self._expire(tenant, due, stats):
+                        break
+                    if len(due) < batch:
+                        break
+                    due = await store.redis.zrangebyscore(
+                        keys.reservation_expiry(tenant), "-inf", now, start=0, num=batch
+                    )
 
-    async def _expire(self, tenant: str, ids: list[str], stats: SweepStats) -> None:
+    async def _expire(self, tenant: str, ids: list[str], stats: SweepStats) -> bool:
         keys = self.store.keys
         try:
             result = await self.store.run(
@@ -111,9 +120,10 @@ class Sweeper:
             )
         except Exception as exc:  # one tenant's failure must not stop the others
             log.warning("expiring reservations of tenant %s failed: %s", tenant, exc)
-            return
+            return False
         expired, skipped, quarantined, missing = (int(x) for x in result)
         stats.expired += expired
         stats.skipped += skipped
         stats.quarantined += quarantined
         stats.missing += missing
+        return True
