@@ -122,7 +122,8 @@ def langchain(session: nox.Session, bound: str) -> None:
     oldest end pins tests/requirements.oldest.txt; latest takes the newest that resolves."""
     install = ["-e", CORE, "-e", SERVER, "-e", TESTING, "-e", f"{LANGCHAIN}[test]"]
     if bound == "oldest":
-        session.install("mypy>=1.13,<2", *install, "-r", f"{LANGCHAIN}/tests/requirements.oldest.txt")
+        oldest = f"{LANGCHAIN}/tests/requirements.oldest.txt"
+        session.install("mypy>=1.13,<2", *install, "-r", oldest)
     else:
         session.install("mypy>=1.13,<2", *install)
         session.install("--upgrade", "langchain-core", "langchain", "langgraph")

@@ -1,0 +1,269 @@
+"""Mapping LangChain's run data onto the plugin kit: settings, model names, usage, subjects and
+idempotency keys. No budget logic, pricing or HTTP here (that is all in runcycles-core)."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import LLMResult
+
+from runcycles_core.integration import LEVELS, CyclesSettings
+from runcycles_core.pricing import Usage
+
+from ._errors import BudgetExceededError
+
+__all__ = [
+    "StepKeys",
+    "message_usage",
+    "model_name",
+    "plugin_settings",
+    "pricing_provider",
+    "result_usage",
+    "run_overrides",
+]
+
+#: LangChain's ``ls_provider`` values → genai-prices provider ids (others: match by model only).
+_PROVIDERS = {
+    "openai": "openai",
+    "azure": "azure",
+    "azure_openai": "azure",
+    "anthropic": "anthropic",
+    "google_genai": "google",
+    "google_vertexai": "google",
+    "google_anthropic_vertex": "anthropic",
+    "bedrock": "aws",
+    "amazon_bedrock": "aws",
+    "bedrock_converse": "aws",
+    "groq": "groq",
+    "mistral": "mistral",
+    "mistralai": "mistral",
+    "deepseek": "deepseek",
+    "xai": "x-ai",
+    "fireworks": "fireworks",
+    "together": "together",
+    "cohere": "cohere",
+    "perplexity": "perplexity",
+    "openrouter": "openrouter",
+    "cerebras": "cerebras",
+}
+
+#: Per-run metadata keys (``config={"metadata": {...}}``) that override the subject.
+SUBJECT_PREFIX = "cycles_"
+DIMENSIONS_KEY = "cycles_dimensions"
+
+
+def plugin_settings(settings: CyclesSettings | None, fields: Mapping[str, Any]) -> CyclesSettings:
+    """``settings`` (or settings built from ``fields``) raising this plugin's denial type."""
+    if settings is not None and fields:
+        raise TypeError("pass either settings= or settings fields, not both")
+    base = settings if settings is not None else CyclesSettings(**fields)
+    if base.denial_error is None:
+        # A copy, so a settings object shared with other plugins keeps its own denial type;
+        # the derived-client cache is shared on purpose (one connection pool).
+        base = dataclasses.replace(base, denial_error=BudgetExceededError)
+    return base
+
+
+def pricing_provider(ls_provider: object) -> str | None:
+    return _PROVIDERS.get(ls_provider) if isinstance(ls_provider, str) else None
+
+
+def model_name(
+    metadata: Mapping[str, Any] | None,
+    serialized: Mapping[str, Any] | None,
+    invocation_params: Mapping[str, Any] | None,
+) -> str | None:
+    """The model a run calls: ``ls_model_name`` (what LangChain reports to tracing), else the
+    invocation parameters or the serialized constructor kwargs."""
+    name = (metadata or {}).get("ls_model_name")
+    if isinstance(name, str) and name:
+        return name
+    for source in (invocation_params or {}, (serialized or {}).get("kwargs") or {}):
+        for key in ("model", "model_name", "model_id", "deployment_name"):
+            value = source.get(key)
+            if isinstance(value, str) and value:
+                return value
+    return None
+
+
+def max_tokens(metadata: Mapping[str, Any] | None, params: Mapping[str, Any] | None) -> int | None:
+    for source, key in (
+        (metadata or {}, "ls_max_tokens"),
+        (params or {}, "max_tokens"),
+        (params or {}, "max_completion_tokens"),
+        (params or {}, "max_output_tokens"),
+    ):
+        value = source.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def message_usage(message: object) -> Usage | None:
+    """Core :class:`Usage` from an ``AIMessage.usage_metadata`` (None if it has none).
+
+    LangChain's ``input_tokens`` already include cache reads and writes and ``output_tokens``
+    include reasoning, which is core's convention too; the details are clamped so that an
+    inconsistent report still prices instead of failing.
+    """
+    meta = getattr(message, "usage_metadata", None)
+    if not meta:
+        return None
+    inp = _count(meta.get("input_tokens"))
+    out = _count(meta.get("output_tokens"))
+    ind = meta.get("input_token_details") or {}
+    outd = meta.get("output_token_details") or {}
+    cache_read = min(_count(ind.get("cache_read")), inp)
+    cache_write = min(_count(ind.get("cache_creation")), inp - cache_read)
+    reasoning = min(_count(outd.get("reasoning")), out)
+    return Usage(
+        input_tokens=inp,
+        output_tokens=out,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        reasoning_tokens=reasoning,
+    )
+
+
+def result_usage(response: LLMResult) -> tuple[Usage | None, str | None]:
+    """Usage summed over every generation of an ``on_llm_end`` result (``n > 1`` pays for each),
+    falling back to the legacy ``llm_output["token_usage"]``; plus the provider's model name."""
+    total: Usage | None = None
+    version: str | None = None
+    for generations in response.generations:
+        for gen in generations:
+            msg = getattr(gen, "message", None)
+            if msg is None:
+                continue
+            rm = getattr(msg, "response_metadata", None) or {}
+            version = version or rm.get("model_name") or rm.get("model")
+            u = message_usage(msg)
+            if u is not None:
+                total = u if total is None else _add(total, u)
+    if total is None and response.llm_output:
+        tu = response.llm_output.get("token_usage") or response.llm_output.get("usage") or {}
+        if tu:
+            total = Usage(
+                input_tokens=_count(tu.get("prompt_tokens", tu.get("input_tokens"))),
+                output_tokens=_count(tu.get("completion_tokens", tu.get("output_tokens"))),
+            )
+        version = version or response.llm_output.get("model_name")
+    return total, version if isinstance(version, str) else None
+
+
+def messages_usage(messages: Iterable[BaseMessage]) -> Usage | None:
+    total: Usage | None = None
+    for m in messages:
+        u = message_usage(m)
+        if u is not None:
+            total = u if total is None else _add(total, u)
+    return total
+
+
+def run_overrides(
+    metadata: Mapping[str, Any] | None,
+) -> tuple[dict[str, str] | None, dict[str, str] | None]:
+    """Per-run subject levels (``cycles_agent``, ``cycles_workflow``…) and dimensions
+    (``cycles_dimensions``) from a run's metadata, which LangChain propagates to child runs."""
+    meta = metadata or {}
+    subject = {
+        level: str(meta[f"{SUBJECT_PREFIX}{level}"])
+        for level in LEVELS
+        if level != "tenant" and meta.get(f"{SUBJECT_PREFIX}{level}")
+    }
+    dims = meta.get(DIMENSIONS_KEY)
+    dimensions = {str(k): str(v) for k, v in dims.items()} if isinstance(dims, Mapping) else None
+    return subject or None, dimensions or None
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _add(a: Usage, b: Usage) -> Usage:
+    return Usage(
+        input_tokens=a.input_tokens + b.input_tokens,
+        output_tokens=a.output_tokens + b.output_tokens,
+        cache_read_tokens=a.cache_read_tokens + b.cache_read_tokens,
+        cache_write_tokens=a.cache_write_tokens + b.cache_write_tokens,
+        reasoning_tokens=a.reasoning_tokens + b.reasoning_tokens,
+    )
+
+
+class StepKeys:
+    """Idempotency keys that survive LangGraph retries and resumes.
+
+    Inside a LangGraph task with a checkpointer, a call's base key is
+    ``lg:<thread_id>:<checkpoint_ns>:<kind>:<n>``: ``checkpoint_ns`` ends in the task id, which
+    LangGraph derives from the checkpoint, so a retried task (``RetryPolicy``) or a task re-run
+    on resume from the same checkpoint gets the same ids; ``n`` numbers the calls of one attempt
+    (reset when the task's next attempt starts). Outside LangGraph the key is the run's own
+    ``run_id`` (stable if the caller passes ``run_id`` in the config).
+
+    A key whose reservation this process released (the attempt failed before the provider
+    answered) is not reused, since the server would replay the released reservation: the next
+    attempt gets ``:retry<k>``.
+    """
+
+    _MAX = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seq: OrderedDict[tuple[str, ...], int] = OrderedDict()
+        self._released: OrderedDict[str, int] = OrderedDict()
+
+    @staticmethod
+    def task(metadata: Mapping[str, Any] | None) -> tuple[str, str] | None:
+        meta = metadata or {}
+        thread = meta.get("thread_id")
+        ns = meta.get("langgraph_checkpoint_ns") or meta.get("checkpoint_ns")
+        if thread is None or not ns:
+            return None
+        return str(thread), str(ns)
+
+    def new_attempt(self, scope: tuple[str, ...]) -> None:
+        """A task (or an attempt of it) starts: number its calls from 0 again."""
+        with self._lock:
+            self._seq.pop(scope, None)
+            self._seq[scope] = 0
+            self._trim(self._seq)
+
+    def key(
+        self,
+        metadata: Mapping[str, Any] | None,
+        kind: str,
+        *,
+        run_id: uuid.UUID | None = None,
+        attempt: str | None = None,
+    ) -> str:
+        task = self.task(metadata)
+        if task is None:
+            base = f"lc:{run_id or uuid.uuid4()}"
+        else:
+            scope = (*task, attempt) if attempt is not None else task
+            with self._lock:
+                n = self._seq.get(scope, 0)
+                self._seq[scope] = n + 1
+                self._seq.move_to_end(scope)
+                self._trim(self._seq)
+            base = f"lg:{task[0]}:{task[1]}:{kind}:{n}"
+        with self._lock:
+            retries = self._released.get(base)
+        return base if retries is None else f"{base}:retry{retries}"
+
+    def released(self, key: str) -> None:
+        """``key``'s reservation was released: a later attempt must use a fresh one."""
+        base, _, tail = key.partition(":retry")
+        with self._lock:
+            self._released[base] = (int(tail) + 1) if tail.isdigit() else 1
+            self._trim(self._released)
+
+    def _trim(self, d: OrderedDict[Any, int]) -> None:
+        while len(d) > self._MAX:
+            d.popitem(last=False)
