@@ -829,23 +829,60 @@ async def validate_key(request: Request) -> Response:
 
 
 def routes() -> list[BaseRoute]:
-    """Admin-plane routes (mounted on the main port and on ``--admin-port``)."""
+    """Admin-plane routes (mounted on the main port and on ``--admin-port``). Mutations are
+    audited under the spec's operation names."""
+    from .audit import audited, list_audit_logs
+
+    def audit(op: str, kind: str, fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        return audited(op, kind)(fn)
+
     return [
-        Route("/v1/admin/tenants", create_tenant, methods=["POST"]),
+        Route(
+            "/v1/admin/tenants", audit("createTenant", "tenant", create_tenant), methods=["POST"]
+        ),
         Route("/v1/admin/tenants", list_tenants, methods=["GET"]),
         Route("/v1/admin/tenants/{tenant_id}", get_tenant, methods=["GET"]),
-        Route("/v1/admin/tenants/{tenant_id}", update_tenant, methods=["PATCH"]),
-        Route("/v1/admin/api-keys", create_api_key, methods=["POST"]),
+        Route(
+            "/v1/admin/tenants/{tenant_id}",
+            audit("updateTenant", "tenant", update_tenant),
+            methods=["PATCH"],
+        ),
+        Route(
+            "/v1/admin/api-keys", audit("createApiKey", "api_key", create_api_key), methods=["POST"]
+        ),
         Route("/v1/admin/api-keys", list_api_keys, methods=["GET"]),
-        Route("/v1/admin/api-keys/{key_id}", update_api_key, methods=["PATCH"]),
-        Route("/v1/admin/api-keys/{key_id}", revoke_api_key, methods=["DELETE"]),
-        Route("/v1/admin/budgets", create_budget, methods=["POST"]),
+        Route(
+            "/v1/admin/api-keys/{key_id}",
+            audit("updateApiKey", "api_key", update_api_key),
+            methods=["PATCH"],
+        ),
+        Route(
+            "/v1/admin/api-keys/{key_id}",
+            audit("revokeApiKey", "api_key", revoke_api_key),
+            methods=["DELETE"],
+        ),
+        Route(
+            "/v1/admin/budgets", audit("createBudget", "budget", create_budget), methods=["POST"]
+        ),
         Route("/v1/admin/budgets", list_budgets, methods=["GET"]),
-        Route("/v1/admin/budgets", update_budget, methods=["PATCH"]),
+        Route(
+            "/v1/admin/budgets", audit("updateBudget", "budget", update_budget), methods=["PATCH"]
+        ),
         Route("/v1/admin/budgets/lookup", lookup_budget, methods=["GET"]),
-        Route("/v1/admin/budgets/freeze", freeze_budget, methods=["POST"]),
-        Route("/v1/admin/budgets/unfreeze", unfreeze_budget, methods=["POST"]),
-        Route("/v1/admin/budgets/fund", fund_budget, methods=["POST"]),
+        Route(
+            "/v1/admin/budgets/freeze",
+            audit("freezeBudget", "budget", freeze_budget),
+            methods=["POST"],
+        ),
+        Route(
+            "/v1/admin/budgets/unfreeze",
+            audit("unfreezeBudget", "budget", unfreeze_budget),
+            methods=["POST"],
+        ),
+        Route(
+            "/v1/admin/budgets/fund", audit("fundBudget", "budget", fund_budget), methods=["POST"]
+        ),
+        Route("/v1/admin/audit/logs", list_audit_logs, methods=["GET"]),
         Route("/v1/auth/validate", validate_key, methods=["POST"]),
         Route("/v1/auth/introspect", introspect, methods=["GET"]),
     ]

@@ -120,11 +120,14 @@ class Authenticator:
         if not secret:
             raise _unauthorized("missing X-Cycles-API-Key header")
         principal = await self.resolve(secret)
+        # Known before the permission check, so a 403 is attributed to its tenant and key.
+        state = request.scope.setdefault("state", {})
+        state["tenant"] = principal.tenant
+        state["key_id"] = principal.key_id
         if permission is not None and not principal.allows(permission):
             raise ProtocolError(
                 "FORBIDDEN", f"API key {principal.key_id} lacks permission {permission}"
             )
-        request.scope.setdefault("state", {})["tenant"] = principal.tenant
         return principal
 
     async def resolve(self, secret: str) -> Principal:
