@@ -201,7 +201,7 @@ class EmbeddedCluster:
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
-                    preexec_fn=_die_with_parent if os.name == "posix" else None,  # noqa: PLW1509
+                    preexec_fn=_die_with_parent if os.name == "posix" else None,
                 )
             )
         deadline = time.monotonic() + timeout
