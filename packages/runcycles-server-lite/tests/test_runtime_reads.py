@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import httpx
 from runtime_support import UNIT, TenantFactory, amount, assert_identity, key, mk, short
 
 __all__ = ["mk"]
@@ -221,3 +222,45 @@ def test_event_errors(mk: TenantFactory) -> None:
     )
     assert bad.status_code == 400
     assert bad.json()["message"].startswith("client_time_ms")
+
+
+def test_list_pages_across_index_chunks_and_equal_timestamps(mk: TenantFactory) -> None:
+    import asyncio
+
+    t = mk({"": 1_000_000})
+
+    async def burst() -> list[str]:
+        async with httpx.AsyncClient(
+            base_url=t.server.base_url, headers={"X-Cycles-API-Key": t.secret}, timeout=30
+        ) as c:
+            rs = await asyncio.gather(
+                *(
+                    c.post(
+                        "/v1/reservations",
+                        json={
+                            "idempotency_key": key(),
+                            "subject": t.subject(),
+                            "action": {"kind": "a", "name": "b"},
+                            "estimate": amount(1),
+                        },
+                    )
+                    for _ in range(260)
+                )
+            )
+            return [r.json()["reservation_id"] for r in rs]
+
+    made = asyncio.run(burst())
+    for direction in ("desc", "asc"):
+        seen: list[str] = []
+        created: list[int] = []
+        params = {"limit": "200", "sort_by": "created_at_ms", "sort_dir": direction}
+        while True:
+            body = t.http.get("/v1/reservations", params=params).json()
+            seen += [x["reservation_id"] for x in body["reservations"]]
+            created += [x["created_at_ms"] for x in body["reservations"]]
+            if not body["has_more"]:
+                break
+            params["cursor"] = body["next_cursor"]
+        assert len(seen) == 260
+        assert set(seen) == set(made)
+        assert created == sorted(created, reverse=direction == "desc")

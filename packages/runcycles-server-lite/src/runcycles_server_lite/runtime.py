@@ -12,7 +12,7 @@ import base64
 import contextlib
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -62,6 +62,7 @@ SORT_KEYS = (
     "expires_at_ms",
 )
 MAX_PAGE = 200
+_LIST_CHUNK = 250
 DEFAULT_PAGE = 50
 
 
@@ -450,18 +451,18 @@ def _sort_value(rec: dict[str, str], sort_by: str) -> Any:
     return rec.get(field, "")
 
 
-async def _fetch(store: Store, tenant: str, ids: list[str]) -> list[dict[str, str]]:
-    """Records for ``ids`` (pipelined); ids whose record has expired are pruned lazily."""
+async def _fetch(
+    store: Store, tenant: str, ids: list[str]
+) -> tuple[list[dict[str, str]], list[str]]:
+    """(records, ids whose record has expired) for ``ids``, in one pipelined round trip."""
     if not ids:
-        return []
+        return [], []
     async with store.redis.pipeline(transaction=False) as pipe:
         for rid in ids:
             pipe.hgetall(store.keys.reservation(tenant, rid))
         records: list[dict[str, str]] = await pipe.execute()
     stale = [rid for rid, rec in zip(ids, records, strict=True) if not rec]
-    if stale:
-        await store.redis.zrem(store.keys.reservation_index(tenant), *stale)
-    return [rec for rec in records if rec]
+    return [rec for rec in records if rec], stale
 
 
 async def list_reservations(request: Request) -> Response:
@@ -537,11 +538,21 @@ async def list_reservations(request: Request) -> Response:
         key = (_sort_value(rec, order), rec["reservation_id"])
         return key < after if desc else key > after
 
-    rows = [
-        rec
-        for rec in await _candidates(store, tenant, idem_key, order, desc, after)
-        if keep(rec) and beyond(rec)
-    ]
+    # The created_at index is already in page order, so that path stops reading as soon as
+    # the page is full; other sort orders have to look at every reservation of the tenant.
+    streaming = order == "created_at_ms" and idem_key is None
+    rows: list[dict[str, str]] = []
+    stale: list[str] = []
+    async with contextlib.aclosing(
+        _candidates(store, tenant, idem_key, order, desc, after, stale)
+    ) as chunks:
+        async for chunk in chunks:
+            rows += [rec for rec in chunk if keep(rec) and beyond(rec)]
+            if streaming and len(rows) > limit:
+                break
+    if stale:
+        # Finalized reservations outlive their retention only in the index: prune lazily.
+        await store.redis.zrem(store.keys.reservation_index(tenant), *stale)
     rows.sort(key=lambda r: (_sort_value(r, order), r["reservation_id"]), reverse=desc)
     page = rows[:limit]
     body: dict[str, Any] = {
@@ -563,27 +574,46 @@ async def _candidates(
     order: str,
     desc: bool,
     after: tuple[Any, str] | None,
-) -> list[dict[str, str]]:
-    """Reservation records that may match: the one behind an idempotency key, the
-    created_at range past the cursor, or (other sort orders) every indexed reservation."""
+    stale: list[str],
+) -> AsyncGenerator[list[dict[str, str]], None]:
+    """Chunks of reservation records that may match: the one behind an idempotency key, the
+    created_at index in page order from the cursor on, or (other sort orders) every indexed
+    reservation. Ids whose record is gone are appended to ``stale``."""
     if idem_key is not None:
         rec: dict[str, str] = await store.redis.hgetall(
             store.keys.idempotency(tenant, "reserve", idem_key)
         )
         rid = reservation_tenant_id(rec.get("res_key", ""), store, tenant)
-        return await _fetch(store, tenant, [rid] if rid else [])
+        records, gone = await _fetch(store, tenant, [rid] if rid else [])
+        stale += gone
+        yield records
+        return
     index = store.keys.reservation_index(tenant)
-    if order == "created_at_ms" and after is not None and isinstance(after[0], int):
-        if desc:
-            ids = await store.redis.zrevrangebyscore(index, after[0], "-inf")
-        else:
-            ids = await store.redis.zrangebyscore(index, after[0], "+inf")
-    else:
-        ids = await store.redis.zrange(index, 0, -1)
-    records: list[dict[str, str]] = []
-    for start in range(0, len(ids), 500):
-        records += await _fetch(store, tenant, list(ids[start : start + 500]))
-    return records
+    if order == "created_at_ms":
+        bound: Any = after[0] if after is not None and isinstance(after[0], int) else None
+        offset = 0
+        while True:
+            if desc:
+                top = "+inf" if bound is None else bound
+                ids = await store.redis.zrevrangebyscore(
+                    index, top, "-inf", start=offset, num=_LIST_CHUNK
+                )
+            else:
+                bottom = "-inf" if bound is None else bound
+                ids = await store.redis.zrangebyscore(
+                    index, bottom, "+inf", start=offset, num=_LIST_CHUNK
+                )
+            if not ids:
+                return
+            offset += len(ids)
+            records, gone = await _fetch(store, tenant, list(ids))
+            stale += gone
+            yield records
+    ids = await store.redis.zrange(index, 0, -1)
+    for start in range(0, len(ids), _LIST_CHUNK):
+        records, gone = await _fetch(store, tenant, list(ids[start : start + _LIST_CHUNK]))
+        stale += gone
+        yield records
 
 
 def reservation_tenant_id(res_key: str, store: Store, tenant: str) -> str | None:
