@@ -9,8 +9,22 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
 from ._trace import TraceContext, current_trace, trace_context
+from .caps import clamp_max_tokens, filter_tools, tool_allowed
 from .client import AsyncCyclesClient, CyclesClient
 from .config import CyclesConfig, RetryPolicy
+from .decorator import (
+    aflush,
+    aguard,
+    areserve,
+    cycles,
+    default_async_client,
+    default_client,
+    flush,
+    guard,
+    reserve,
+    set_default_client,
+    set_default_config,
+)
 from .errors import (
     ActionDeniedError,
     AuthenticationError,
@@ -37,6 +51,18 @@ from .errors import (
     TenantClosedError,
     UnauthorizedError,
     UnitMismatchError,
+)
+from .integration import CyclesSettings, ModelCall
+from .journal import CommitJournal, JournalError
+from .lifecycle import (
+    AsyncGuard,
+    Guard,
+    GuardSpec,
+    GuardState,
+    HeartbeatFailure,
+    LifecycleError,
+    get_cycles_context,
+    stats,
 )
 from .models import (
     Action,
@@ -82,6 +108,21 @@ from .models import (
     Unit,
     new_idempotency_key,
 )
+from .pricing import (
+    MICROCENTS_PER_USD,
+    Estimate,
+    ModelPrice,
+    Price,
+    Pricing,
+    UnknownModelError,
+    UnknownModelPolicy,
+    Usage,
+    default_pricing,
+    estimate,
+    price,
+    set_default_pricing,
+)
+from .settlement import SettlementResult
 
 try:
     __version__ = _version("runcycles-core")
@@ -169,5 +210,48 @@ __all__ = [
     "Subject",
     "Unit",
     "new_idempotency_key",
-    # pricing, journal and lifecycle names are added below by their modules' authors.
+    # lifecycle: decorator, guards and handles
+    "cycles",
+    "guard",
+    "aguard",
+    "reserve",
+    "areserve",
+    "flush",
+    "aflush",
+    "set_default_client",
+    "set_default_config",
+    "default_client",
+    "default_async_client",
+    "Guard",
+    "AsyncGuard",
+    "GuardSpec",
+    "GuardState",
+    "HeartbeatFailure",
+    "LifecycleError",
+    "SettlementResult",
+    "get_cycles_context",
+    "stats",
+    # caps (soft landing)
+    "clamp_max_tokens",
+    "filter_tools",
+    "tool_allowed",
+    # pricing and estimation
+    "MICROCENTS_PER_USD",
+    "Estimate",
+    "ModelPrice",
+    "Price",
+    "Pricing",
+    "UnknownModelError",
+    "UnknownModelPolicy",
+    "Usage",
+    "default_pricing",
+    "estimate",
+    "price",
+    "set_default_pricing",
+    # durable settlement journal
+    "CommitJournal",
+    "JournalError",
+    # plugin kit
+    "CyclesSettings",
+    "ModelCall",
 ]
