@@ -463,10 +463,13 @@ class Guard(_GuardBase):
         assert self.reservation_id is not None
         clock, rid = self._clock, self.reservation_id
         delay, beat = self._first_delay, 0
+        # The heartbeat paces its own same-key retries inside the lease window (§5.4); the
+        # client's retry loop would spend that window blind.
+        client = self.client.with_options(retry_enabled=False)
         while not self._stop.wait(delay / 1000.0):
             sent = _now_ms()
             try:
-                resp = self.client.extend_reservation(
+                resp = client.extend_reservation(
                     rid,
                     idempotency_key=self.spec.key(f"extend:{beat}"),
                     extend_by_ms=self.spec.ttl_ms,
@@ -607,11 +610,12 @@ class AsyncGuard(_GuardBase):
         assert self.reservation_id is not None
         clock, rid = self._clock, self.reservation_id
         delay, beat = self._first_delay, 0
+        client = self.client.with_options(retry_enabled=False)  # see Guard._heartbeat
         while True:
             await asyncio.sleep(delay / 1000.0)
             sent = _now_ms()
             try:
-                resp = await self.client.extend_reservation(
+                resp = await client.extend_reservation(
                     rid,
                     idempotency_key=self.spec.key(f"extend:{beat}"),
                     extend_by_ms=self.spec.ttl_ms,
