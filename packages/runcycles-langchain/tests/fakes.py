@@ -49,6 +49,8 @@ class ScriptedChatModel(GenericFakeChatModel):
 
     model_name: str = "gpt-4o"
     spec: FakeSpec
+    #: fail only the first N provider calls (a transient provider error)
+    fail_first: int = 0
     _calls: int = PrivateAttr(default=0)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _release: threading.Event = PrivateAttr(default_factory=threading.Event)
@@ -87,7 +89,8 @@ class ScriptedChatModel(GenericFakeChatModel):
     def _begin(self) -> None:
         with self._lock:
             self._calls += 1
-        if self.spec.fail:
+            n = self._calls
+        if self.spec.fail or n <= self.fail_first:
             raise ProviderError("the provider failed")
 
     def _next_reply(self) -> BaseMessage:

@@ -1,0 +1,109 @@
+"""Handler behaviour beyond the shared contract: plain model calls, legacy LLMs, mapping."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.language_models.fake import FakeListLLM
+from langchain_core.messages import AIMessage
+
+from runcycles_core import BudgetExceededError as CoreBudgetExceededError
+from runcycles_core.integration import CyclesSettings
+from runcycles_core.models import ReservationStatus
+from runcycles_core.pricing import Usage
+from runcycles_langchain import BudgetExceededError, CyclesCallbackHandler
+from runcycles_langchain._mapping import message_usage, model_name, pricing_provider
+from runcycles_testing import DEFAULT_USAGE, Bench, FakeSpec
+
+from .fakes import ScriptedChatModel
+
+
+def fake() -> ScriptedChatModel:
+    return ScriptedChatModel.from_spec(FakeSpec(model="gpt-4o", usage=DEFAULT_USAGE))
+
+
+def test_denial_on_a_plain_model_call_keeps_its_type(bench: Bench) -> None:
+    bench.fund({"": 1})
+    m = fake()
+    handler = CyclesCallbackHandler(bench.settings())
+    with pytest.raises(BudgetExceededError) as info:
+        m.invoke("hello", {"callbacks": [handler]})
+    assert isinstance(info.value, CoreBudgetExceededError)
+    assert info.value.error_code == "BUDGET_EXCEEDED"
+    assert m.calls == 0
+
+
+async def test_denial_under_ainvoke_and_on_a_model_attached_handler(bench: Bench) -> None:
+    bench.fund({"": 1})
+    m = fake()
+    m.callbacks = [CyclesCallbackHandler(bench.settings())]
+    with pytest.raises(BudgetExceededError):
+        await m.ainvoke("hello")
+    assert m.calls == 0
+
+
+def test_legacy_llm_without_usage_commits_the_estimate(bench: Bench) -> None:
+    bench.fund()
+    llm = FakeListLLM(responses=["42"])
+    handler = CyclesCallbackHandler(bench.settings(estimate=3_000))
+    assert llm.invoke("six times seven?", {"callbacks": [handler]}) == "42"
+    (row,) = bench.reservations()
+    assert row.status is ReservationStatus.COMMITTED
+    assert row.committed is not None and row.committed.amount == 3_000
+    meta = bench.reader.get_reservation(row.reservation_id).committed_metadata or {}
+    assert meta.get("actual_source") == "estimate"
+
+
+def test_settings_are_not_mutated_and_not_mixed(bench: Bench) -> None:
+    settings = bench.settings()
+    handler = CyclesCallbackHandler(settings)
+    assert settings.denial_error is None
+    assert handler.settings.denial_error is BudgetExceededError
+    with pytest.raises(TypeError):
+        CyclesCallbackHandler(settings, agent="x")
+    assert CyclesCallbackHandler(client=settings.client, agent="a").settings.agent == "a"
+    assert isinstance(handler.settings, CyclesSettings)
+
+
+def test_usage_mapping_includes_cache_and_reasoning() -> None:
+    msg = AIMessage(
+        "x",
+        usage_metadata={
+            "input_tokens": 100,
+            "output_tokens": 40,
+            "total_tokens": 140,
+            "input_token_details": {"cache_read": 30, "cache_creation": 20},
+            "output_token_details": {"reasoning": 10},
+        },
+    )
+    assert message_usage(msg) == Usage(
+        input_tokens=100,
+        output_tokens=40,
+        cache_read_tokens=30,
+        cache_write_tokens=20,
+        reasoning_tokens=10,
+    )
+    # An inconsistent report is clamped rather than rejected.
+    bad = AIMessage(
+        "x",
+        usage_metadata={
+            "input_tokens": 10,
+            "output_tokens": 5,
+            "total_tokens": 15,
+            "input_token_details": {"cache_read": 50},
+            "output_token_details": {"reasoning": 9},
+        },
+    )
+    assert message_usage(bad) == Usage(
+        input_tokens=10, output_tokens=5, cache_read_tokens=10, reasoning_tokens=5
+    )
+    assert message_usage(AIMessage("no usage")) is None
+
+
+def test_model_and_provider_discovery() -> None:
+    assert model_name({"ls_model_name": "gpt-4o"}, None, None) == "gpt-4o"
+    assert model_name({}, None, {"model": "claude-sonnet-4-5"}) == "claude-sonnet-4-5"
+    assert model_name(None, {"kwargs": {"model_name": "gpt-4o-mini"}}, None) == "gpt-4o-mini"
+    assert model_name(None, None, None) is None
+    assert pricing_provider("google_genai") == "google"
+    assert pricing_provider("bedrock_converse") == "aws"
+    assert pricing_provider("scriptedchatmodel") is None
