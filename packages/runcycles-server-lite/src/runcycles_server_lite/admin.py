@@ -832,6 +832,7 @@ def routes() -> list[BaseRoute]:
     """Admin-plane routes (mounted on the main port and on ``--admin-port``). Mutations are
     audited under the spec's operation names."""
     from .audit import audited, list_audit_logs
+    from .policies import create_policy, list_policies, update_policy
 
     def audit(op: str, kind: str, fn: Callable[[Request], Any]) -> Callable[[Request], Any]:
         return audited(op, kind)(fn)
@@ -881,6 +882,15 @@ def routes() -> list[BaseRoute]:
         ),
         Route(
             "/v1/admin/budgets/fund", audit("fundBudget", "budget", fund_budget), methods=["POST"]
+        ),
+        Route(
+            "/v1/admin/policies", audit("createPolicy", "policy", create_policy), methods=["POST"]
+        ),
+        Route("/v1/admin/policies", list_policies, methods=["GET"]),
+        Route(
+            "/v1/admin/policies/{policy_id}",
+            audit("updatePolicy", "policy", update_policy),
+            methods=["PATCH"],
         ),
         Route("/v1/admin/audit/logs", list_audit_logs, methods=["GET"]),
         Route("/v1/auth/validate", validate_key, methods=["POST"]),

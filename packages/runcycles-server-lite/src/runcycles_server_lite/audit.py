@@ -34,7 +34,7 @@ UNAUTHENTICATED = "__unauth__"
 
 Handler = Callable[[Request], Awaitable[Response]]
 
-_ID_FIELDS = ("key_id", "ledger_id", "tenant_id")
+_ID_FIELDS = ("key_id", "ledger_id", "policy_id", "tenant_id")
 
 
 def _resource_id(request: Request, response: Response | None) -> str | None:
@@ -48,7 +48,7 @@ def _resource_id(request: Request, response: Response | None) -> str | None:
                 if isinstance(body.get(field), str):
                     return str(body[field])
     params = request.path_params
-    for field in ("key_id", "tenant_id"):
+    for field in ("key_id", "policy_id", "tenant_id"):
         if field in params:
             return str(params[field])
     return request.query_params.get("scope")

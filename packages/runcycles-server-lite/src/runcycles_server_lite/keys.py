@@ -17,9 +17,12 @@ Layout (``P`` is the configurable prefix, ``rc`` by default; ``T`` the tenant id
   P:{t:T}:evt:<event_id>             HASH  direct-debit event record
   P:{t:T}:apikeys                    ZSET  key_id by created_at ms
   P:{t:T}:apikey:<key_id>            HASH  API key record (hash of the secret, never the secret)
-  P:{t:T}:audit                      ZSET  reserved for the audit log
+  P:{t:T}:audit                      ZSET  audit entries (JSON) by time; T may be a sentinel
+  P:{t:T}:policies                   HASH  policy_id -> policy JSON (stored, not enforced)
+  P:{t:T}:policy-names               HASH  policy name -> policy_id (names are unique)
   P:apikey:lookup:<sha256(secret)>   STRING "<tenant>\\n<key_id>"
   P:apikey:owner:<key_id>            STRING tenant id (admin calls that name only a key_id)
+  P:policy:owner:<policy_id>         STRING tenant id (admin calls that name only a policy)
   P:tenants                          ZSET  tenant id by created_at ms (admin listing, sweeper)
   P:lease:<job>                      STRING lease owner token (PX)
   P:admin:idem:<endpoint>:<key>      HASH  idempotency for admin calls with no tenant slot
@@ -136,12 +139,21 @@ class Keys:
     def audit(self, tenant: str) -> str:
         return f"{self.tag(tenant)}:audit"
 
+    def policies(self, tenant: str) -> str:
+        return f"{self.tag(tenant)}:policies"
+
+    def policy_names(self, tenant: str) -> str:
+        return f"{self.tag(tenant)}:policy-names"
+
     # -- global (plain commands only, never inside a multi-key script) ----------------------
     def api_key_lookup(self, digest: str) -> str:
         return f"{self.prefix}:apikey:lookup:{digest}"
 
     def api_key_owner(self, key_id: str) -> str:
         return f"{self.prefix}:apikey:owner:{key_id}"
+
+    def policy_owner(self, policy_id: str) -> str:
+        return f"{self.prefix}:policy:owner:{policy_id}"
 
     def tenants(self) -> str:
         return f"{self.prefix}:tenants"
