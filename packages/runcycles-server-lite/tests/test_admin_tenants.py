@@ -207,3 +207,53 @@ def test_closing_a_tenant_revokes_keys_and_closes_budgets(
     )
     assert r.status_code == 409
     assert r.json()["error"] == "TENANT_CLOSED"
+
+
+def test_bulk_action_tenants(server: ServerHandle, admin: httpx.Client, http: httpx.Client) -> None:
+    marker = uuid.uuid4().hex[:8]
+    ids = [f"bulk-{marker}-{i}" for i in range(4)]
+    secrets = [server.provision(t, {"": 10}) for t in ids]
+    admin.patch(f"/v1/admin/tenants/{ids[3]}", json={"status": "SUSPENDED"})
+    url = "/v1/admin/tenants/bulk-action"
+    body = {
+        "filter": {"search": marker},
+        "action": "SUSPEND",
+        "expected_count": 4,
+        "idempotency_key": f"k-{marker}",
+    }
+    # The count gate refuses a drifted preview without writing anything.
+    r = admin.post(url, json={**body, "expected_count": 3, "idempotency_key": f"x-{marker}"})
+    assert r.status_code == 409
+    assert r.json()["error"] == "COUNT_MISMATCH"
+    assert admin.get(f"/v1/admin/tenants/{ids[0]}").json()["status"] == "ACTIVE"
+
+    r = admin.post(url, json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["total_matched"] == 4
+    assert sorted(x["id"] for x in out["succeeded"]) == ids[:3]
+    assert out["skipped"] == [{"id": ids[3], "reason": "ALREADY_IN_TARGET_STATE"}]
+    assert out["failed"] == []
+    assert (
+        http.get("/v1/admin/budgets", headers={"X-Cycles-API-Key": secrets[0]}).status_code == 401
+    )
+    # Same key, same request: the original response, nothing re-applied.
+    again = admin.post(url, json=body)
+    assert again.content == r.content
+    assert admin.post(url, json={**body, "action": "CLOSE"}).status_code == 409
+
+    close = {"filter": {"search": marker, "status": "SUSPENDED"}, "action": "CLOSE"}
+    r = admin.post(url, json={**close, "idempotency_key": f"c-{marker}"})
+    assert sorted(x["id"] for x in r.json()["succeeded"]) == ids
+    budgets = admin.get("/v1/admin/budgets", params={"tenant_id": ids[0]}).json()["ledgers"]
+    assert budgets[0]["status"] == "CLOSED"
+    react = {"filter": {"search": marker}, "action": "REACTIVATE", "idempotency_key": f"r-{marker}"}
+    r = admin.post(url, json=react)
+    assert {x["error_code"] for x in r.json()["failed"]} == {"INVALID_TRANSITION"}
+    assert len(r.json()["failed"]) == 4
+
+    assert admin.post(url, json={**body, "filter": {}}).status_code == 400
+    assert (
+        admin.post(url, json={"filter": {"search": marker}, "action": "SUSPEND"}).status_code == 400
+    )
+    assert http.post(url, json=body).status_code == 401

@@ -29,6 +29,7 @@ from .admin_models import (
     BudgetFunding,
     BudgetStatusTransition,
     BudgetUpdate,
+    TenantBulkAction,
     TenantCreate,
     TenantUpdate,
     check_unit,
@@ -36,7 +37,7 @@ from .admin_models import (
 )
 from .auth import BUDGETS_READ, BUDGETS_WRITE, Principal
 from .errors import ProtocolError, invalid
-from .http import JSONResponse, read_json
+from .http import JSONResponse, raw_json_response, read_json
 from .keys import UNITS
 from .services import Services, services
 
@@ -422,6 +423,106 @@ async def update_tenant(request: Request) -> Response:
         # within the auth cache TTL.
         svc.auth.invalidate()
     return JSONResponse(tenant_wire(record))
+
+
+BULK_MAX_ROWS = 500
+BULK_IDEMPOTENCY_TTL_MS = 15 * 60 * 1000
+_BULK_TARGET = {"SUSPEND": "SUSPENDED", "REACTIVATE": "ACTIVE", "CLOSE": "CLOSED"}
+
+
+async def bulk_action_tenants(request: Request) -> Response:
+    """POST /v1/admin/tenants/bulk-action: SUSPEND / REACTIVATE / CLOSE every tenant matching
+    a filter, gated by expected_count and a 500-row cap, replayable for 15 minutes."""
+    svc = _require_admin(request)
+    req = parse(TenantBulkAction, await read_json(request))
+    f = req.filter
+    if f.status is None and f.parent_tenant_id is None and not f.search:
+        raise invalid("filter must name at least one of status, parent_tenant_id, search")
+    request_hash = hashlib.sha256(
+        orjson.dumps(req.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    ).hexdigest()
+    idem = svc.store.keys.admin_idempotency("tenants-bulk", req.idempotency_key)
+    r = svc.store.redis
+    # Claim the key first, so a double submit cannot run the action twice.
+    if not await r.hsetnx(idem, "hash", request_hash):
+        prior: dict[str, str] = await r.hgetall(idem)
+        if prior.get("hash") != request_hash:
+            raise ProtocolError(
+                "IDEMPOTENCY_MISMATCH", "idempotency_key was already used with another request"
+            )
+        if "body" not in prior:
+            raise ProtocolError(
+                "IDEMPOTENCY_MISMATCH", "a bulk action with this key is still running", status=409
+            )
+        return raw_json_response(prior["body"])
+    await r.pexpire(idem, BULK_IDEMPOTENCY_TTL_MS)
+    try:
+        body = await _run_bulk(svc, req)
+    except BaseException:
+        await r.delete(idem)  # rows are idempotent, so a retry may safely redo the run
+        raise
+    encoded = orjson.dumps(body)
+    await r.hset(idem, "body", encoded.decode())
+    return raw_json_response(encoded)
+
+
+async def _run_bulk(svc: Services, req: TenantBulkAction) -> dict[str, Any]:
+    f = req.filter
+    search = f.search.lower() if f.search else None
+    matched = [
+        t
+        for t in await prov.list_tenants(svc.store)
+        if (f.status is None or t.get("status") == f.status)
+        and (f.parent_tenant_id is None or t.get("parent_tenant_id") == f.parent_tenant_id)
+        and _contains(search, t.get("tenant_id"), t.get("name"))
+    ]
+    if req.expected_count is not None and req.expected_count != len(matched):
+        raise ProtocolError(
+            "COUNT_MISMATCH",
+            f"filter matches {len(matched)} tenants, expected {req.expected_count}",
+            status=409,
+            details={"total_matched": len(matched), "expected_count": req.expected_count},
+        )
+    if len(matched) > BULK_MAX_ROWS:
+        raise ProtocolError(
+            "LIMIT_EXCEEDED",
+            f"filter matches {len(matched)} tenants; at most {BULK_MAX_ROWS} per call",
+            status=400,
+            details={"total_matched": len(matched)},
+        )
+    target = _BULK_TARGET[req.action]
+    succeeded: list[dict[str, str]] = []
+    failed: list[dict[str, str]] = []
+    skipped: list[dict[str, str]] = []
+    for t in matched:
+        tenant_id, status = t["tenant_id"], t.get("status", "ACTIVE")
+        if status == target:
+            skipped.append({"id": tenant_id, "reason": "ALREADY_IN_TARGET_STATE"})
+            continue
+        if status == "CLOSED":
+            failed.append(
+                {"id": tenant_id, "error_code": "INVALID_TRANSITION", "message": "tenant is closed"}
+            )
+            continue
+        try:
+            await prov.update_tenant(svc.store, tenant_id, {}, target)
+            if target == "CLOSED":
+                await prov.close_tenant_cascade(svc.store, tenant_id)
+        except ProtocolError as exc:
+            code = "INVALID_TRANSITION" if exc.code == "TENANT_CLOSED" else exc.code
+            failed.append({"id": tenant_id, "error_code": code, "message": exc.message})
+            continue
+        succeeded.append({"id": tenant_id})
+    if succeeded and target != "ACTIVE":
+        svc.auth.invalidate()
+    return {
+        "action": req.action,
+        "total_matched": len(matched),
+        "succeeded": succeeded,
+        "failed": failed,
+        "skipped": skipped,
+        "idempotency_key": req.idempotency_key,
+    }
 
 
 # -- API keys --------------------------------------------------------------------------------
@@ -842,6 +943,11 @@ def routes() -> list[BaseRoute]:
             "/v1/admin/tenants", audit("createTenant", "tenant", create_tenant), methods=["POST"]
         ),
         Route("/v1/admin/tenants", list_tenants, methods=["GET"]),
+        Route(
+            "/v1/admin/tenants/bulk-action",
+            audit("bulkActionTenants", "tenant", bulk_action_tenants),
+            methods=["POST"],
+        ),
         Route("/v1/admin/tenants/{tenant_id}", get_tenant, methods=["GET"]),
         Route(
             "/v1/admin/tenants/{tenant_id}",

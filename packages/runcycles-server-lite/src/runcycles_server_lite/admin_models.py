@@ -88,6 +88,20 @@ class TenantUpdate(_Model):
     max_reservation_extensions: NonNegative | None = None
 
 
+class TenantBulkFilter(_Model):
+    status: TenantStatus | None = None
+    parent_tenant_id: StrictStr | None = None
+    observe_mode: StrictStr | None = None  # v0.1.26 extension: accepted and ignored
+    search: Annotated[StrictStr, Field(max_length=128)] | None = None
+
+
+class TenantBulkAction(_Model):
+    filter: TenantBulkFilter
+    action: Literal["SUSPEND", "REACTIVATE", "CLOSE"]
+    expected_count: Annotated[StrictInt, Field(ge=0)] | None = None
+    idempotency_key: Annotated[StrictStr, Field(min_length=1, max_length=128)]
+
+
 class ApiKeyCreate(_Model):
     tenant_id: StrictStr
     name: Annotated[StrictStr, Field(max_length=256)]
