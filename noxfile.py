@@ -23,6 +23,7 @@ nox.options.sessions = [
     "server",
     "core",
     "testing",
+    "e2e",
     "langchain(oldest)",
     "langchain(latest)",
     "openai_agents(oldest)",
@@ -108,7 +109,11 @@ def openai_agents(session: nox.Session, bound: str) -> None:
         f"{OPENAI_AGENTS}[test]",
         *framework,
     )
-    session.run("mypy", f"{OPENAI_AGENTS}/src/runcycles_openai_agents", f"{OPENAI_AGENTS}/tests")
+    # A cache per venv: the two bounds type-check against different SDK versions.
+    cache = f"--cache-dir={session.virtualenv.location}/.mypy_cache"
+    session.run(
+        "mypy", cache, f"{OPENAI_AGENTS}/src/runcycles_openai_agents", f"{OPENAI_AGENTS}/tests"
+    )
     _pytest(session, f"{OPENAI_AGENTS}/tests")
 
 
@@ -132,8 +137,22 @@ def langchain(session: nox.Session, bound: str) -> None:
 
 
 @nox.session
+def e2e(session: nox.Session) -> None:
+    """Cross-package end-to-end tests (tests/): README quickstarts against the real CLI."""
+    session.install("pytest>=8,<10", "httpx>=0.27,<1", "-e", CORE, "-e", SERVER)
+    _pytest(session, "tests")
+
+
+@nox.session
 def serve(session: nox.Session) -> None:
     """Start server-lite on the embedded store (extra args go to the server CLI)."""
     session.install("-e", SERVER)
     session.run("runcycles-server-lite", *session.posargs)
 
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks: server throughput and latency, client overhead, memory (not in the default
+    run; extra args go to ``python -m bench.run``, e.g. ``-- --quick`` or ``-- --profile``)."""
+    session.install("-e", CORE, "-e", SERVER, "-r", "bench/requirements.txt")
+    session.run("python", "-m", "bench.run", *session.posargs)
