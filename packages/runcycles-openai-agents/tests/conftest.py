@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,12 +20,13 @@ from runcycles_core.integration import CyclesSettings
 MODEL = "gpt-4o-mini"
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from runcycles_server_lite.testing import running_server
+pytest_plugins = ("runcycles_testing.fixtures",)
 
-    with running_server(tmp_path_factory.mktemp("store")) as srv:
-        yield srv
+
+@pytest.fixture
+def server(cycles_server: Any) -> Any:
+    """The session's server-lite (shared with the contract suite)."""
+    return cycles_server
 
 
 @dataclass
