@@ -132,7 +132,11 @@ def langchain(session: nox.Session, bound: str) -> None:
     else:
         session.install("mypy>=1.13,<2", *install)
         session.install("--upgrade", "langchain-core", "langchain", "langgraph")
-        session.run("mypy", f"{LANGCHAIN}/src/runcycles_langchain", f"{LANGCHAIN}/tests")
+        # A private cache: other sessions may run mypy on the same tree at the same time.
+        cache = f"{session.virtualenv.location}/.mypy_cache"
+        session.run(
+            "mypy", "--cache-dir", cache, f"{LANGCHAIN}/src/runcycles_langchain", f"{LANGCHAIN}/tests"
+        )
     _pytest(session, f"{LANGCHAIN}/tests")
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks for runcycles: run with ``python -m nox -s bench`` (see README.md here)."""

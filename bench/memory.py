@@ -1,0 +1,94 @@
+"""Redis memory per reservation (active, then finalized) and how long finalized records stay."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from runcycles_server_lite.config import Settings
+from runcycles_server_lite.store import Store
+
+from . import workload as wl
+from .procs import Served
+
+
+@dataclass
+class MemoryReport:
+    redis_config: str
+    reservations: int
+    bytes_per_active: float  # INFO used_memory delta / N after N reserves
+    bytes_per_finalized: float  # the same after committing them all
+    key_bytes: dict[str, int]  # MEMORY USAGE of one sample of each key kind
+    retention_setting_ms: int
+    reservation_pttl_ms: int  # measured on a committed reservation
+    idempotency_pttl_ms: int  # measured on its reserve idempotency record
+
+
+async def _used_memory(store: Store) -> int:
+    info: dict[str, Any] = await store.redis.info("memory")
+    return int(info["used_memory"])
+
+
+async def _measure(served: Served, n: int, listpack_value: int | None) -> MemoryReport:
+    tenant = f"memory-{listpack_value or 'default'}"
+    store = Store.from_url(served.redis_url)
+    config = "default"
+    try:
+        if listpack_value is not None:
+            # What-if: let reservation hashes stay compact listpacks (Redis's default turns a
+            # hash into a hashtable once any value exceeds 64 bytes).
+            await store.redis.config_set("hash-max-ziplist-value", listpack_value)
+            config = f"hash-max-ziplist-value {listpack_value}"
+        api_key = await wl.provision(store, tenant)
+        headers = {"x-cycles-api-key": api_key, "content-type": "application/json"}
+        async with httpx.AsyncClient(base_url=served.base_url, headers=headers) as http:
+            base = await _used_memory(store)
+            rids: list[str] = []
+            idems: list[str] = []
+            for i in range(n):
+                body = wl.reserve_body(tenant, i)
+                r = await http.post("/v1/reservations", content=orjson.dumps(body))
+                rids.append(r.raise_for_status().json()["reservation_id"])
+                idems.append(body["idempotency_key"])
+            active = await _used_memory(store)
+            k = store.keys
+            sample = {
+                "reservation (active)": await store.redis.memory_usage(
+                    k.reservation(tenant, rids[0])
+                ),
+                "reserve idempotency record": await store.redis.memory_usage(
+                    k.idempotency(tenant, "reserve", idems[0])
+                ),
+            }
+            for rid in rids:
+                c = await http.post(f"/v1/reservations/{rid}/commit", content=wl.commit_body())
+                c.raise_for_status()
+            finalized = await _used_memory(store)
+            sample["reservation (committed)"] = await store.redis.memory_usage(
+                k.reservation(tenant, rids[0])
+            )
+            res_pttl = int(await store.redis.pttl(k.reservation(tenant, rids[0])))
+            idem_pttl = int(await store.redis.pttl(k.idempotency(tenant, "reserve", idems[0])))
+    finally:
+        if listpack_value is not None:
+            await store.redis.config_set("hash-max-ziplist-value", 64)
+        await store.close()
+    return MemoryReport(
+        redis_config=config,
+        reservations=n,
+        bytes_per_active=(active - base) / n,
+        bytes_per_finalized=(finalized - base) / n,
+        key_bytes={name: int(v or 0) for name, v in sample.items()},
+        retention_setting_ms=Settings().finalized_retention_ms,
+        reservation_pttl_ms=res_pttl,
+        idempotency_pttl_ms=idem_pttl,
+    )
+
+
+def measure(served: Served, n: int) -> list[MemoryReport]:
+    """The embedded store as configured, then with ``hash-max-ziplist-value 1024``."""
+    return [asyncio.run(_measure(served, n, None)), asyncio.run(_measure(served, n, 1024))]

@@ -1,0 +1,355 @@
+"""``python -m bench.run``: the whole benchmark in one run, printed as tables.
+
+Server figures come from load generated in this process against servers in child processes;
+see README.md here for what each figure means and what limits it on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+from rich.console import Console
+
+from runcycles_server_lite.store import Store
+
+from . import client_overhead, memory, profile_hotpath
+from . import server_load as sl
+from . import workload as wl
+from .procs import background_load, hello_world, server_lite
+from .report import Tab, mib, ms, num, ratio
+
+T = TypeVar("T")
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 10, 50, 200])
+    p.add_argument("--seconds", type=float, default=3.0, help="measured window per cell")
+    p.add_argument("--warmup", type=float, default=0.5, help="unmeasured warm-up per cell")
+    p.add_argument("--max-ops", type=int, default=100_000, help="operation cap per cell")
+    p.add_argument("--client", choices=["aiohttp", "httpx"], default="aiohttp")
+    p.add_argument("--calls", type=int, default=300, help="calls per client-overhead variant")
+    p.add_argument("--memory-n", type=int, default=2000, help="reservations for memory deltas")
+    p.add_argument("--profile", action="store_true", help="py-spy the reserve hot path")
+    p.add_argument("--quick", action="store_true", help="1 s cells, fewer calls (smoke run)")
+    p.add_argument("--markdown", type=Path, default=None, help="also write the tables here")
+    ns = p.parse_args(argv)
+    if ns.quick:
+        ns.seconds, ns.warmup, ns.calls, ns.memory_n = 1.0, 0.2, 60, 300
+    return ns
+
+
+def environment(ns: argparse.Namespace) -> list[str]:
+    load1, _, _ = os.getloadavg()
+    return [
+        f"{platform.platform()}, Python {platform.python_version()}, "
+        f"{psutil.cpu_count()} CPUs, load average {load1:.2f}",
+        f"other processes used {background_load():.0f}% of one core in the second before the run",
+        f"load generator: this process (pid {os.getpid()}), {ns.client} on uvloop, loopback TCP; "
+        "servers: child processes (uvicorn, --workers N), embedded redis-server on a unix socket",
+        f"cells: {ns.warmup:g} s warm-up + {ns.seconds:g} s measured (at most {ns.max_ops} ops), "
+        "closed loop: each client sends its next request when the previous one answered",
+    ]
+
+
+def server_tables(
+    ns: argparse.Namespace, console: Console
+) -> tuple[list[Tab], list[sl.Row], dict[str, Any]]:
+    spec = sl.CellSpec(ns.seconds, ns.max_ops, ns.warmup)
+    rows: list[sl.Row] = []
+    extra: dict[str, Any] = {"where": [], "ledger": [], "rss": {}}
+    for workers in ns.workers:
+        with server_lite(workers) as lite, hello_world(workers) as hello:
+            extra["where"].append(f"{workers} worker(s): server-lite {lite.where()}")
+            extra["where"].append(f"{workers} worker(s): hello-world {hello.where()}")
+            for clients in ns.clients:
+                for target in (sl.HELLO, sl.RESERVE, sl.LIFECYCLE):
+                    served, ledger = (hello, None) if target == sl.HELLO else (lite, lite)
+                    row = _run(sl.http_cell(served, ledger, target, clients, spec, ns.client))
+                    rows.append(row)
+                    _progress(console, row)
+                if workers == ns.workers[0]:
+                    for target in (sl.EVAL_TRIVIAL, sl.EVAL_RESERVE):
+                        row = _run(sl.evalsha_cell(lite, target, clients, spec))
+                        rows.append(row)
+                        _progress(console, row)
+            extra["ledger"].append((workers, _run(_all_ledgers(lite.redis_url))))
+            if workers == ns.workers[0]:
+                console.print("[dim]client overhead...[/dim]")
+                extra["client"] = client_overhead.measure(lite, ns.calls)
+                console.print("[dim]memory...[/dim]")
+                extra["memory"] = memory.measure(lite, ns.memory_n)
+                extra["rss_idle"] = lite.rss()
+                if ns.profile:
+                    console.print("[dim]profiling reserve at 50 clients...[/dim]")
+                    extra["profile"] = _profile(lite, spec, ns.client)
+    return _throughput_tables(rows, extra), rows, extra
+
+
+async def _all_ledgers(redis_url: str) -> wl.LedgerCheck:
+    store = Store.from_url(redis_url)
+    try:
+        return await wl.check_all_ledgers(store)
+    finally:
+        await store.close()
+
+
+def _profile(lite: Any, spec: sl.CellSpec, client: str) -> list[Tab]:
+    out = Path(tempfile.mkstemp(prefix="rcbench-pyspy-", suffix=".txt")[1])
+    window = sl.CellSpec(max(spec.seconds, 4.0), spec.max_ops, 0.0)
+    spy = profile_hotpath.start(lite.proc.pid, window.seconds, out)
+    time.sleep(0.5)  # py-spy attaches
+    row = _run(sl.http_cell(lite, lite, sl.RESERVE, 50, window, client, tag="-profile"))
+    spy.wait(timeout=60)
+    try:
+        return profile_hotpath.summarize(out, row.result.ops)
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def _progress(console: Console, row: sl.Row) -> None:
+    w = "-" if row.workers is None else str(row.workers)
+    console.print(
+        f"[dim]  {row.target:<20} workers {w} clients {row.clients:>3}: "
+        f"{num(row.result.ops_per_s)} ops/s, p99 {ms(row.result.pct_ms(0.99))} ms[/dim]",
+        highlight=False,
+    )
+
+
+def _find(rows: list[sl.Row], target: str, workers: int | None, clients: int) -> sl.Row | None:
+    for r in rows:
+        if r.target == target and r.workers == workers and r.clients == clients:
+            return r
+    return None
+
+
+def _throughput_tables(rows: list[sl.Row], extra: dict[str, Any]) -> list[Tab]:
+    tab = Tab(
+        "Server throughput and latency (per operation; reserve+commit = one lifecycle)",
+        [
+            "target",
+            "workers",
+            "clients",
+            "ops/s",
+            "req/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "errors",
+            "ledger mismatches",
+            "CPU % server/redis/load/other",
+            "req/s vs hello",
+            "ops/s vs EVALSHA reserve.lua",
+        ],
+    )
+    for r in rows:
+        res = r.result
+        hello = _find(rows, sl.HELLO, r.workers, r.clients)
+        raw = _find(rows, sl.EVAL_RESERVE, None, r.clients)
+        vs_hello = (
+            ratio(res.requests_per_s, hello.result.requests_per_s)
+            if hello and r.target in (sl.RESERVE, sl.LIFECYCLE)
+            else "-"
+        )
+        vs_raw = (
+            ratio(res.ops_per_s, raw.result.ops_per_s) if raw and r.target == sl.RESERVE else "-"
+        )
+        cpu = "/".join(f"{r.cpu_pct.get(k, 0):.0f}" for k in ("server", "redis", "load", "other"))
+        tab.add(
+            r.target,
+            "-" if r.workers is None else r.workers,
+            r.clients,
+            num(res.ops_per_s),
+            num(res.requests_per_s),
+            ms(res.pct_ms(0.50)),
+            ms(res.pct_ms(0.95)),
+            ms(res.pct_ms(0.99)),
+            res.errors if not res.first_error else f"{res.errors} ({res.first_error[:40]})",
+            "-" if r.ledger is None else r.ledger.mismatches,
+            cpu,
+            vs_hello,
+            vs_raw,
+        )
+    for workers, check in extra["ledger"]:
+        tab.notes.append(
+            f"after the {workers}-worker runs: {check.budgets} budgets read, "
+            f"{check.identity_mismatches} violate remaining = allocated - spent - reserved - debt"
+            + (f" ({check.detail})" if check.detail else "")
+        )
+    tab.notes.append(
+        "ledger mismatches per cell: identity violations plus budgets whose reserved/spent differ "
+        "from what the client's successful calls imply"
+    )
+    tab.notes.append(
+        "CPU %: of one core, over the measured window; 'other' = the rest of the machine "
+        "(processes outside this benchmark), i.e. noise"
+    )
+    tab.notes += extra["where"]
+    peak = Tab("Server RSS under load (peak, sampled every 0.5 s)", ["workers", "server", "redis"])
+    for workers in sorted({r.workers for r in rows if r.workers is not None}):
+        s = max((r.peak_rss.get("server", 0) for r in rows if r.workers == workers), default=0)
+        d = max((r.peak_rss.get("redis", 0) for r in rows if r.workers == workers), default=0)
+        peak.add(workers, mib(s), mib(d))
+    return [tab, peak]
+
+
+def client_table(variants: list[client_overhead.Variant]) -> Tab:
+    bare = variants[0].pct_ms(0.5)
+    plain = next((v for v in variants if v.name.startswith("plain httpx")), variants[0])
+    tab = Tab(
+        "Client: one guarded call (reserve + commit), sequential, 1 worker",
+        [
+            "variant",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "added vs bare p50",
+            "over plain httpx p50",
+            "client CPU ms/call",
+        ],
+        notes=[
+            "the guarded function returns a constant; 'over plain httpx' is the library's own "
+            "cost beyond the two HTTP requests",
+        ],
+    )
+    for v in variants:
+        p50 = v.pct_ms(0.5)
+        tab.add(
+            v.name,
+            ms(p50),
+            ms(v.pct_ms(0.95)),
+            ms(v.pct_ms(0.99)),
+            "-" if v is variants[0] else ms(p50 - bare),
+            "-" if v is variants[0] or v is plain else ms(p50 - plain.pct_ms(0.5)),
+            f"{v.cpu_per_call_s * 1000:.3f}",
+        )
+    return tab
+
+
+def memory_table(reports: list[memory.MemoryReport], rss_idle: dict[str, int]) -> Tab:
+    tab = Tab(
+        "Redis memory per reservation",
+        ["redis config", "reservations", "bytes/active", "bytes/finalized", "MEMORY USAGE samples"],
+    )
+    for m in reports:
+        samples = ", ".join(f"{k} {v} B" for k, v in m.key_bytes.items())
+        tab.add(
+            m.redis_config,
+            m.reservations,
+            num(m.bytes_per_active),
+            num(m.bytes_per_finalized),
+            samples,
+        )
+    m = reports[0]
+    day = 24 * 3600 * 1000
+    tab.notes.append(
+        f"finalized reservations are kept finalized_retention_ms = {m.retention_setting_ms} "
+        f"({m.retention_setting_ms / day:.0f} days); measured PTTL of a committed reservation "
+        f"{m.reservation_pttl_ms / day:.2f} days, of its reserve idempotency record "
+        f"{m.idempotency_pttl_ms / day:.2f} days"
+    )
+    per_m = m.bytes_per_finalized * 1e6
+    tab.notes.append(
+        f"so 1M reservations a day keep ~{per_m * m.retention_setting_ms / day / 2**30:.0f} GiB "
+        f"in Redis at steady state ({per_m / 2**30:.1f} GiB per million)"
+    )
+    tab.notes.append(
+        f"idle RSS after the runs: server {mib(rss_idle.get('server', 0))}, "
+        f"redis-server {mib(rss_idle.get('redis', 0))}"
+    )
+    return tab
+
+
+def targets_table(rows: list[sl.Row], variants: list[client_overhead.Variant]) -> Tab:
+    tab = Tab("Targets from issue 5", ["target", "goal", "measured", "met"])
+
+    def best(target: str, clients: int) -> sl.Row | None:
+        cands = [r for r in rows if r.target == target and r.clients == clients]
+        return max(cands, key=lambda r: r.result.ops_per_s, default=None)
+
+    r50 = best(sl.RESERVE, 50)
+    if r50:
+        tab.add(
+            "reserves/s at 50 clients",
+            ">= 5,000",
+            f"{num(r50.result.ops_per_s)} ({r50.workers} worker(s))",
+            "yes" if r50.result.ops_per_s >= 5000 else "no",
+        )
+        hello = _find(rows, sl.HELLO, r50.workers, 50)
+        if hello:
+            x = r50.result.requests_per_s / hello.result.requests_per_s
+            tab.add(
+                "vs hello-world at 50 clients", ">= 0.6", f"{x:.2f}", "yes" if x >= 0.6 else "no"
+            )
+    r1 = _find(rows, sl.RESERVE, min((r.workers or 1) for r in rows), 1)
+    if r1:
+        p99 = r1.result.pct_ms(0.99)
+        tab.add(
+            "single-client reserve p99", "<= 2 ms", f"{ms(p99)} ms", "yes" if p99 <= 2 else "no"
+        )
+    ours = next((v for v in variants if v.name == "runcycles-core @cycles"), None)
+    if ours:
+        added = ours.pct_ms(0.5) - variants[0].pct_ms(0.5)
+        tab.add(
+            "client overhead p50 (added vs bare)",
+            "<= 1 ms",
+            f"{ms(added)} ms",
+            "yes" if added <= 1 else "no",
+        )
+    return tab
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = parse_args(argv)
+    console = Console(width=200)
+    started = time.monotonic()
+    env = environment(ns)
+    for line in env:
+        console.print(line, highlight=False)
+    console.print()
+    tables, rows, extra = server_tables(ns, console)
+    tables.append(client_table(extra["client"][0]))
+    tables.append(memory_table(extra["memory"], extra["rss_idle"]))
+    tables.append(targets_table(rows, extra["client"][0]))
+    tables += extra.get("profile", [])
+    console.print()
+    for t in tables:
+        t.print(console)
+    elapsed = time.monotonic() - started
+    console.print(f"bench finished in {elapsed:.0f} s", highlight=False)
+    if ns.markdown:
+        cmd = "python3 -m nox -s bench" + (f" -- {' '.join(sys.argv[1:])}" if sys.argv[1:] else "")
+        body = [f"`{cmd}` ({elapsed:.0f} s)", "", *[f"- {e}" for e in env], ""]
+        body += [t.markdown() for t in tables]
+        ns.markdown.write_text("\n".join(body), encoding="utf-8")
+        console.print(f"markdown written to {ns.markdown}", highlight=False)
+    mismatches = sum(c.identity_mismatches for _, c in extra["ledger"]) + sum(
+        r.ledger.mismatches for r in rows if r.ledger is not None
+    )
+    if mismatches:
+        console.print(f"[red]{mismatches} ledger mismatches[/red]")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

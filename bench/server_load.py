@@ -1,0 +1,232 @@
+"""Server throughput and latency: reserve-only and reserve+commit against server-lite, the
+same load against a Starlette hello-world, and raw EVALSHA loops on the same Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from runcycles_server_lite.keys import Keys
+from runcycles_server_lite.store import Store
+
+from . import workload as wl
+from .clients import LoadClient, make_client
+from .load import CellResult, Op, run_cell
+from .procs import CpuSnapshot, Served
+
+RESERVE = "reserve"
+LIFECYCLE = "reserve+commit"
+HELLO = "hello-world POST"
+EVAL_TRIVIAL = "EVALSHA return 1"
+EVAL_RESERVE = "EVALSHA reserve.lua"
+
+
+@dataclass
+class CellSpec:
+    seconds: float
+    max_ops: int
+    warmup_s: float
+
+
+@dataclass
+class Row:
+    """One measured cell."""
+
+    target: str
+    workers: int | None  # None: no HTTP server in the path
+    clients: int
+    result: CellResult
+    cpu_pct: dict[str, float]  # percent of one core, per role
+    peak_rss: dict[str, int] = field(default_factory=dict)
+    ledger: wl.LedgerCheck | None = None
+
+
+def _cpu_pct(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
+    wall = after.at - before.at
+    pct = {
+        role: 100 * (after.by_role.get(role, 0.0) - before.by_role.get(role, 0.0)) / wall
+        for role in after.by_role
+    }
+    # What the rest of the machine used meanwhile (other processes: noise in the figures).
+    pct["other"] = max(0.0, pct.pop("machine") - pct["server"] - pct["redis"] - pct["load"])
+    return pct
+
+
+@contextlib.asynccontextmanager
+async def _rss_sampler(served: Served, peak: dict[str, int]) -> AsyncIterator[None]:
+    async def sample() -> None:
+        while True:
+            for role, value in served.rss().items():
+                peak[role] = max(peak.get(role, 0), value)
+            await asyncio.sleep(0.5)
+
+    task = asyncio.create_task(sample())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _measure(
+    served: Served, op: Op, clients: int, spec: CellSpec
+) -> tuple[CellResult, dict[str, float], dict[str, int]]:
+    marks: list[CpuSnapshot] = []
+    peak: dict[str, int] = {}
+    async with _rss_sampler(served, peak):
+        result = await run_cell(
+            op,
+            clients,
+            spec.seconds,
+            spec.max_ops,
+            spec.warmup_s,
+            on_start=lambda: marks.append(served.cpu()),
+        )
+    marks.append(served.cpu())
+    return result, _cpu_pct(marks[0], marks[1]), peak
+
+
+class _Counts:
+    reserved = 0
+    committed = 0
+
+
+def _http_client(kind: str, served: Served, clients: int, api_key: str = "") -> LoadClient:
+    headers = {"content-type": "application/json"}
+    if api_key:
+        headers["x-cycles-api-key"] = api_key
+    return make_client(kind, served.base_url, clients, headers)
+
+
+async def http_cell(
+    served: Served,
+    ledger_of: Served | None,
+    target: str,
+    clients: int,
+    spec: CellSpec,
+    client_kind: str = "aiohttp",
+    tag: str = "",
+) -> Row:
+    """One cell over HTTP. ``ledger_of`` is the server-lite whose Redis holds the ledger
+    (None for the hello-world)."""
+    counts = _Counts()
+    tenant = f"w{served.workers}-{target.split()[0].replace('+', '-')}-c{clients}{tag}"
+    store = Store.from_url(ledger_of.redis_url) if ledger_of is not None else None
+    api_key = await wl.provision(store, tenant) if store is not None else ""
+    client = _http_client(client_kind, served, clients, api_key)
+
+    async def hello(i: int) -> int:
+        status, _ = await client.post("/hello", orjson.dumps(wl.reserve_body("hello", i)))
+        if status != 200:
+            raise RuntimeError(f"hello {status}")
+        return 1
+
+    async def reserve(i: int) -> bytes:
+        status, body = await client.post(
+            "/v1/reservations", orjson.dumps(wl.reserve_body(tenant, i))
+        )
+        if status != 200:
+            raise RuntimeError(f"reserve {status}: {body[:200]!r}")
+        counts.reserved += 1
+        return body
+
+    async def reserve_only(i: int) -> int:
+        await reserve(i)
+        return 1
+
+    async def lifecycle(i: int) -> int:
+        rid = orjson.loads(await reserve(i))["reservation_id"]
+        status, body = await client.post(f"/v1/reservations/{rid}/commit", wl.commit_body())
+        if status != 200:
+            raise RuntimeError(f"commit {status}: {body[:200]!r}")
+        counts.committed += 1
+        return 2
+
+    op: Op = {HELLO: hello, RESERVE: reserve_only, LIFECYCLE: lifecycle}[target]
+    try:
+        result, cpu, peak = await _measure(served, op, clients, spec)
+        ledger = None
+        if store is not None:
+            ledger = await wl.check_ledger(store, tenant, counts.reserved, counts.committed)
+    finally:
+        await client.aclose()
+        if store is not None:
+            await store.close()
+    return Row(target, served.workers, clients, result, cpu, peak, ledger)
+
+
+async def evalsha_cell(served: Served, target: str, clients: int, spec: CellSpec) -> Row:
+    """Scripts called straight from redis-py asyncio (this process) on server-lite's Redis:
+    the store's own ceiling, no HTTP, no app code."""
+    counts = _Counts()
+    client: Any = aioredis.Redis.from_url(
+        served.redis_url, decode_responses=True, max_connections=clients
+    )
+    store = Store(client, Keys())
+    tenant = f"raw-c{clients}"
+    ledger = None
+    try:
+        if target == EVAL_TRIVIAL:
+            script = client.register_script("return 1")
+            key = "bench:trivial"
+
+            async def op(i: int) -> int:
+                await script(keys=[key], args=[i])
+                return 1
+
+        else:
+            await wl.provision(store, tenant)
+            k = store.keys
+            scopes = [f"tenant:{tenant}", f"tenant:{tenant}/workspace:bench"]
+
+            async def op(i: int) -> int:
+                rid = f"res_{tenant}_{i:032x}"
+                idem = f"raw-{i}"
+                keys = [
+                    k.tenant(tenant),
+                    k.idempotency(tenant, "reserve", idem),
+                    k.reservation(tenant, rid),
+                    k.reservation_index(tenant),
+                    k.reservation_expiry(tenant),
+                    k.budgets(tenant),
+                    *(k.budget(tenant, s, wl.UNIT) for s in scopes),
+                ]
+                args: list[str | int] = [
+                    "live",
+                    tenant,
+                    rid,
+                    idem,
+                    "v1:bench",
+                    str(wl.ESTIMATE),
+                    wl.UNIT,
+                    str(wl.TTL_MS),
+                    "5000",
+                    "",
+                    orjson.dumps({"tenant": tenant, "workspace": "bench"}).decode(),
+                    '{"kind":"llm.completion","name":"openai:gpt-4o"}',
+                    "",
+                    str(30 * 24 * 3600 * 1000),
+                    str(24 * 3600 * 1000),
+                    "USD_MICROCENTS,TOKENS,CREDITS,RISK_POINTS",
+                    str(len(scopes)),
+                    *scopes,
+                ]
+                reply = await store.run("reserve", keys, args)
+                if reply[0] != "OK":
+                    raise RuntimeError(f"reserve.lua: {reply}")
+                counts.reserved += 1
+                return 1
+
+        result, cpu, peak = await _measure(served, op, clients, spec)
+        if target == EVAL_RESERVE:
+            ledger = await wl.check_ledger(store, tenant, counts.reserved, 0)
+    finally:
+        await client.aclose()
+    return Row(target, None, clients, result, cpu, peak, ledger)
