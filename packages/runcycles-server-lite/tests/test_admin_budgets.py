@@ -234,3 +234,55 @@ def test_freeze_and_unfreeze(server: ServerHandle, admin: httpx.Client) -> None:
     assert admin.post("/v1/admin/budgets/freeze", params=missing).status_code == 404
     bad = admin.post("/v1/admin/budgets/freeze", params=params, json={"bogus": True})
     assert bad.status_code == 400
+
+
+def test_bulk_action_budgets_resets_a_subtree(server: ServerHandle, admin: httpx.Client) -> None:
+    t = tid()
+    server.provision(t, {"": 1000, "workspace:eng": 500, "workspace:eng/agent:a": 100})
+    server.provision(t, {"workspace:ops": 7}, unit="TOKENS")
+    set_ledger(server, t, f"tenant:{t}/workspace:eng", spent=300, remaining=200)
+    set_ledger(server, t, f"tenant:{t}/workspace:eng/agent:a", spent=100, remaining=0)
+    url = "/v1/admin/budgets/bulk-action"
+    body = {
+        "filter": {"tenant_id": t, "scope_prefix": f"tenant:{t}/workspace:eng"},
+        "action": "RESET_SPENT",
+        "amount": amt(600),
+        "expected_count": 2,
+        "idempotency_key": "rollover-1",
+    }
+    r = admin.post(url, json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["total_matched"] == 2
+    assert len(out["succeeded"]) == 2
+    for scope in (f"tenant:{t}/workspace:eng", f"tenant:{t}/workspace:eng/agent:a"):
+        b = admin.get("/v1/admin/budgets/lookup", params={"scope": scope, "unit": UNIT}).json()
+        assert (b["allocated"], b["spent"], b["remaining"]) == (amt(600), amt(0), amt(600))
+    root = admin.get("/v1/admin/budgets/lookup", params={"scope": f"tenant:{t}", "unit": UNIT})
+    assert root.json()["allocated"] == amt(1000)  # outside the prefix: untouched
+    assert admin.post(url, json=body).content == r.content  # replay, not re-applied
+
+    # Per-row outcomes: DEBIT too large fails on one row, a unit mismatch fails another.
+    debit = {
+        "filter": {"tenant_id": t},
+        "action": "DEBIT",
+        "amount": amt(700),
+        "idempotency_key": "debit-1",
+    }
+    out = admin.post(url, json=debit).json()
+    assert out["total_matched"] == 4
+    codes = sorted(x["error_code"] for x in out["failed"])
+    assert codes == ["BUDGET_EXCEEDED", "BUDGET_EXCEEDED", "INVALID_TRANSITION"]
+    assert len(out["succeeded"]) == 1  # the root: 1000 - 700
+    repay = {**debit, "action": "REPAY_DEBT", "amount": amt(1), "idempotency_key": "repay-1"}
+    out = admin.post(url, json={**repay, "filter": {"tenant_id": t, "unit": UNIT}}).json()
+    assert len(out["skipped"]) == 3
+    assert {x["reason"] for x in out["skipped"]} == {"ALREADY_IN_TARGET_STATE"}
+
+    r = admin.post(url, json={**body, "expected_count": 5, "idempotency_key": "x"})
+    assert r.status_code == 409
+    assert r.json()["error"] == "COUNT_MISMATCH"
+    r = admin.post(url, json={**body, "filter": {"tenant_id": tid()}, "idempotency_key": "y"})
+    assert r.status_code == 404
+    no_tenant = {**body, "filter": {"scope_prefix": "tenant:x"}, "idempotency_key": "z"}
+    assert admin.post(url, json=no_tenant).status_code == 400

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -25,6 +25,7 @@ from . import provisioning as prov
 from .admin_models import (
     ApiKeyCreate,
     ApiKeyUpdate,
+    BudgetBulkAction,
     BudgetCreate,
     BudgetFunding,
     BudgetStatusTransition,
@@ -430,18 +431,18 @@ BULK_IDEMPOTENCY_TTL_MS = 15 * 60 * 1000
 _BULK_TARGET = {"SUSPEND": "SUSPENDED", "REACTIVATE": "ACTIVE", "CLOSE": "CLOSED"}
 
 
-async def bulk_action_tenants(request: Request) -> Response:
-    """POST /v1/admin/tenants/bulk-action: SUSPEND / REACTIVATE / CLOSE every tenant matching
-    a filter, gated by expected_count and a 500-row cap, replayable for 15 minutes."""
-    svc = _require_admin(request)
-    req = parse(TenantBulkAction, await read_json(request))
-    f = req.filter
-    if f.status is None and f.parent_tenant_id is None and not f.search:
-        raise invalid("filter must name at least one of status, parent_tenant_id, search")
+async def _replayable_bulk(
+    svc: Services,
+    endpoint: str,
+    req: TenantBulkAction | BudgetBulkAction,
+    run: Callable[[], Awaitable[dict[str, Any]]],
+) -> Response:
+    """Run a bulk action once per idempotency key: a repeat within 15 minutes replays the
+    stored response, a different request under the key is 409 IDEMPOTENCY_MISMATCH."""
     request_hash = hashlib.sha256(
         orjson.dumps(req.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
     ).hexdigest()
-    idem = svc.store.keys.admin_idempotency("tenants-bulk", req.idempotency_key)
+    idem = svc.store.keys.admin_idempotency(endpoint, req.idempotency_key)
     r = svc.store.redis
     # Claim the key first, so a double submit cannot run the action twice.
     if not await r.hsetnx(idem, "hash", request_hash):
@@ -457,13 +458,42 @@ async def bulk_action_tenants(request: Request) -> Response:
         return raw_json_response(prior["body"])
     await r.pexpire(idem, BULK_IDEMPOTENCY_TTL_MS)
     try:
-        body = await _run_bulk(svc, req)
+        body = await run()
     except BaseException:
-        await r.delete(idem)  # rows are idempotent, so a retry may safely redo the run
+        await r.delete(idem)  # rows are idempotent or gated, so a retry may redo the run
         raise
     encoded = orjson.dumps(body)
     await r.hset(idem, "body", encoded.decode())
     return raw_json_response(encoded)
+
+
+def _bulk_gate(matched: int, expected: int | None) -> None:
+    """The bulk safety gates: expected_count (409, no writes) and the 500-row cap (400)."""
+    if expected is not None and expected != matched:
+        raise ProtocolError(
+            "COUNT_MISMATCH",
+            f"filter matches {matched} rows, expected {expected}",
+            status=409,
+            details={"total_matched": matched, "expected_count": expected},
+        )
+    if matched > BULK_MAX_ROWS:
+        raise ProtocolError(
+            "LIMIT_EXCEEDED",
+            f"filter matches {matched} rows; at most {BULK_MAX_ROWS} per call",
+            status=400,
+            details={"total_matched": matched},
+        )
+
+
+async def bulk_action_tenants(request: Request) -> Response:
+    """POST /v1/admin/tenants/bulk-action: SUSPEND / REACTIVATE / CLOSE every tenant matching
+    a filter, gated by expected_count and a 500-row cap, replayable for 15 minutes."""
+    svc = _require_admin(request)
+    req = parse(TenantBulkAction, await read_json(request))
+    f = req.filter
+    if f.status is None and f.parent_tenant_id is None and not f.search:
+        raise invalid("filter must name at least one of status, parent_tenant_id, search")
+    return await _replayable_bulk(svc, "tenants-bulk", req, lambda: _run_bulk(svc, req))
 
 
 async def _run_bulk(svc: Services, req: TenantBulkAction) -> dict[str, Any]:
@@ -476,20 +506,7 @@ async def _run_bulk(svc: Services, req: TenantBulkAction) -> dict[str, Any]:
         and (f.parent_tenant_id is None or t.get("parent_tenant_id") == f.parent_tenant_id)
         and _contains(search, t.get("tenant_id"), t.get("name"))
     ]
-    if req.expected_count is not None and req.expected_count != len(matched):
-        raise ProtocolError(
-            "COUNT_MISMATCH",
-            f"filter matches {len(matched)} tenants, expected {req.expected_count}",
-            status=409,
-            details={"total_matched": len(matched), "expected_count": req.expected_count},
-        )
-    if len(matched) > BULK_MAX_ROWS:
-        raise ProtocolError(
-            "LIMIT_EXCEEDED",
-            f"filter matches {len(matched)} tenants; at most {BULK_MAX_ROWS} per call",
-            status=400,
-            details={"total_matched": len(matched)},
-        )
+    _bulk_gate(len(matched), req.expected_count)
     target = _BULK_TARGET[req.action]
     succeeded: list[dict[str, str]] = []
     failed: list[dict[str, str]] = []
@@ -681,6 +698,36 @@ def _float_param(request: Request, name: str) -> float | None:
     return value
 
 
+def _match_budgets(
+    records: list[dict[str, str]],
+    *,
+    scope_prefix: str | None,
+    unit: str | None,
+    status: str | None,
+    over_limit: bool | None,
+    has_debt: bool | None,
+    umin: float | None,
+    umax: float | None,
+    search: str | None,
+) -> list[dict[str, Any]]:
+    """The listBudgets filters (AND), shared with the budget bulk action; wire rows."""
+    rows = []
+    for b in map(budget_wire, records):
+        util = _utilization(b)
+        if (
+            (scope_prefix is None or b["scope"].startswith(scope_prefix))
+            and (unit is None or b["unit"] == unit)
+            and (status is None or b["status"] == status)
+            and (over_limit is None or b["is_over_limit"] == over_limit)
+            and (has_debt is None or (b["debt"]["amount"] > 0) == has_debt)
+            and (umin is None or util >= umin)
+            and (umax is None or util <= umax)
+            and _contains(search, b.get("tenant_id"), b["scope"])
+        ):
+            rows.append(b)
+    return rows
+
+
 async def list_budgets(request: Request) -> Response:
     svc, principal = await _caller(request, BUDGETS_READ)
     q = request.query_params
@@ -700,20 +747,17 @@ async def list_budgets(request: Request) -> Response:
     if umin is not None and umax is not None and umin > umax:
         raise invalid("utilization_min must not exceed utilization_max")
     search = _search_param(request)
-    rows = []
-    for b in map(budget_wire, await prov.list_budgets(svc.store, tenant_id)):
-        util = _utilization(b)
-        if (
-            (scope_prefix is None or b["scope"].startswith(scope_prefix))
-            and (unit is None or b["unit"] == unit)
-            and (status is None or b["status"] == status)
-            and (over_limit is None or b["is_over_limit"] == over_limit)
-            and (has_debt is None or (b["debt"]["amount"] > 0) == has_debt)
-            and (umin is None or util >= umin)
-            and (umax is None or util <= umax)
-            and _contains(search, b.get("tenant_id"), b["scope"])
-        ):
-            rows.append(b)
+    rows = _match_budgets(
+        await prov.list_budgets(svc.store, tenant_id),
+        scope_prefix=scope_prefix,
+        unit=unit,
+        status=status,
+        over_limit=over_limit,
+        has_debt=has_debt,
+        umin=umin,
+        umax=umax,
+        search=search,
+    )
     sort_keys: dict[str, Callable[[dict[str, Any]], Any]] = {
         "tenant_id": lambda b: b.get("tenant_id", ""),
         "scope": lambda b: b["scope"],
@@ -814,6 +858,88 @@ async def fund_budget(request: Request) -> Response:
         idempotency_key=req.idempotency_key,
     )
     return JSONResponse(fund_wire(result, unit))
+
+
+# Row-level failure codes of the bulk vocabulary (BulkActionRowOutcome.error_code).
+_BULK_ROW_CODE = {
+    "BUDGET_EXCEEDED": "BUDGET_EXCEEDED",
+    "BUDGET_NOT_FOUND": "NOT_FOUND",
+}
+
+
+async def bulk_action_budgets(request: Request) -> Response:
+    """POST /v1/admin/budgets/bulk-action: one funding operation applied to every budget of
+    one tenant matching a filter (e.g. a billing-period RESET_SPENT under a scope prefix)."""
+    svc = _require_admin(request)
+    req = parse(BudgetBulkAction, await read_json(request))
+    f = req.filter
+    if (
+        f.utilization_min is not None
+        and f.utilization_max is not None
+        and f.utilization_min > f.utilization_max
+    ):
+        raise invalid("utilization_min must not exceed utilization_max")
+    if req.spent is not None and req.spent.unit != req.amount.unit:
+        raise invalid("spent.unit must equal amount.unit")
+    if await prov.get_tenant(svc.store, f.tenant_id) is None:
+        raise ProtocolError("TENANT_NOT_FOUND", f"tenant {f.tenant_id} not found")
+    return await _replayable_bulk(svc, "budgets-bulk", req, lambda: _run_budget_bulk(svc, req))
+
+
+async def _run_budget_bulk(svc: Services, req: BudgetBulkAction) -> dict[str, Any]:
+    f = req.filter
+    matched = _match_budgets(
+        await prov.list_budgets(svc.store, f.tenant_id),
+        scope_prefix=(f.scope_prefix or "").strip().lower() or None,
+        unit=f.unit,
+        status=f.status,
+        over_limit=f.over_limit,
+        has_debt=f.has_debt,
+        umin=f.utilization_min,
+        umax=f.utilization_max,
+        search=f.search.lower() if f.search else None,
+    )
+    _bulk_gate(len(matched), req.expected_count)
+    succeeded: list[dict[str, str]] = []
+    failed: list[dict[str, str]] = []
+    skipped: list[dict[str, str]] = []
+    for b in matched:
+        row = b["ledger_id"]
+        if b["unit"] != req.amount.unit:
+            failed.append(
+                {
+                    "id": row,
+                    "error_code": "INVALID_TRANSITION",
+                    "message": f"budget unit is {b['unit']}, amount unit is {req.amount.unit}",
+                }
+            )
+            continue
+        if req.action == "REPAY_DEBT" and b["debt"]["amount"] == 0:
+            skipped.append({"id": row, "reason": "ALREADY_IN_TARGET_STATE"})
+            continue
+        try:
+            await prov.fund_budget(
+                svc.store,
+                f.tenant_id,
+                b["scope"],
+                b["unit"],
+                req.action,
+                req.amount.amount,
+                spent=req.spent.amount if req.spent is not None else None,
+            )
+        except ProtocolError as exc:
+            code = _BULK_ROW_CODE.get(exc.code, "INVALID_TRANSITION")
+            failed.append({"id": row, "error_code": code, "message": exc.message})
+            continue
+        succeeded.append({"id": row})
+    return {
+        "action": req.action,
+        "total_matched": len(matched),
+        "succeeded": succeeded,
+        "failed": failed,
+        "skipped": skipped,
+        "idempotency_key": req.idempotency_key,
+    }
 
 
 # -- auth ------------------------------------------------------------------------------------
@@ -976,6 +1102,11 @@ def routes() -> list[BaseRoute]:
             "/v1/admin/budgets", audit("updateBudget", "budget", update_budget), methods=["PATCH"]
         ),
         Route("/v1/admin/budgets/lookup", lookup_budget, methods=["GET"]),
+        Route(
+            "/v1/admin/budgets/bulk-action",
+            audit("bulkActionBudgets", "budget", bulk_action_budgets),
+            methods=["POST"],
+        ),
         Route(
             "/v1/admin/budgets/freeze",
             audit("freezeBudget", "budget", freeze_budget),

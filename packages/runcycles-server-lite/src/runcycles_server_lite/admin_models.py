@@ -102,6 +102,28 @@ class TenantBulkAction(_Model):
     idempotency_key: Annotated[StrictStr, Field(min_length=1, max_length=128)]
 
 
+class BudgetBulkFilter(_Model):
+    tenant_id: StrictStr
+    scope_prefix: StrictStr | None = None
+    unit: Unit | None = None
+    status: Literal["ACTIVE", "FROZEN", "CLOSED"] | None = None
+    over_limit: bool | None = None
+    has_debt: bool | None = None
+    utilization_min: Annotated[float, Field(ge=0, le=1)] | None = None
+    utilization_max: Annotated[float, Field(ge=0, le=1)] | None = None
+    search: Annotated[StrictStr, Field(max_length=128)] | None = None
+
+
+class BudgetBulkAction(_Model):
+    filter: BudgetBulkFilter
+    action: FundOperation
+    amount: Amount
+    spent: Amount | None = None
+    reason: Annotated[StrictStr, Field(max_length=512)] | None = None
+    expected_count: Annotated[StrictInt, Field(ge=0)] | None = None
+    idempotency_key: Annotated[StrictStr, Field(min_length=1, max_length=128)]
+
+
 class ApiKeyCreate(_Model):
     tenant_id: StrictStr
     name: Annotated[StrictStr, Field(max_length=256)]
