@@ -134,9 +134,8 @@ def langchain(session: nox.Session, bound: str) -> None:
         session.install("--upgrade", "langchain-core", "langchain", "langgraph")
         # A private cache: other sessions may run mypy on the same tree at the same time.
         cache = f"{session.virtualenv.location}/.mypy_cache"
-        session.run(
-            "mypy", "--cache-dir", cache, f"{LANGCHAIN}/src/runcycles_langchain", f"{LANGCHAIN}/tests"
-        )
+        paths = [f"{LANGCHAIN}/src/runcycles_langchain", f"{LANGCHAIN}/tests"]
+        session.run("mypy", "--cache-dir", cache, *paths)
     _pytest(session, f"{LANGCHAIN}/tests")
 
 

@@ -107,3 +107,21 @@ def test_model_and_provider_discovery() -> None:
     assert pricing_provider("google_genai") == "google"
     assert pricing_provider("bedrock_converse") == "aws"
     assert pricing_provider("scriptedchatmodel") is None
+
+
+def test_early_stop_commits_partial_usage_not_the_estimate(bench: Bench) -> None:
+    bench.fund()
+    m = ScriptedChatModel.from_spec(
+        FakeSpec(model="gpt-4o", usage=DEFAULT_USAGE, stream_chunks=8, text="x" * 64)
+    )
+    handler = CyclesCallbackHandler(bench.settings())
+    for _ in m.stream("hello", {"callbacks": [handler]}):
+        break
+    (row,) = bench.reservations()
+    assert row.status is ReservationStatus.COMMITTED
+    assert row.committed is not None
+    # Prompt tokens plus the streamed tokens: a small fraction of the max-output estimate.
+    assert 0 < row.committed.amount < row.reserved.amount // 100
+    meta = bench.reader.get_reservation(row.reservation_id).committed_metadata or {}
+    assert meta.get("partial") == "GeneratorExit"
+    assert meta.get("actual_source") == "priced_usage"

@@ -7,7 +7,7 @@ import functools
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -23,6 +23,7 @@ from runcycles_core.integration import (
     tool_guard,
 )
 from runcycles_core.lifecycle import Guard
+from runcycles_core.pricing import Usage
 
 from ._mapping import (
     StepKeys,
@@ -45,7 +46,9 @@ class _Call:
     model: str
     provider: str | None
     key: str
+    request: ModelCall
     chunks: int = 0
+    text: list[str] = field(default_factory=list)
     task: asyncio.Task[Any] | None = None
     on_done: Callable[[asyncio.Task[Any]], object] | None = None
 
@@ -81,7 +84,8 @@ class CyclesCallbackHandler(BaseCallbackHandler):
     - ``on_llm_end``: commit the priced ``usage_metadata`` (cache reads/writes and reasoning
       included); no usage reported → the estimate is committed, tagged ``actual_source=estimate``.
     - ``on_llm_error``: release, unless tokens were already streamed (an early stop raises
-      ``GeneratorExit`` here): then the estimate is committed, since the provider bills it.
+      ``GeneratorExit`` here): the provider bills those, so the partial usage (prompt tokens
+      plus streamed tokens, counted offline) is committed instead.
     - ``on_tool_start`` / ``on_tool_end`` / ``on_tool_error``: gate tools as ``tool.<name>``
       when ``tool_budgets`` is configured.
 
@@ -193,7 +197,7 @@ class CyclesCallbackHandler(BaseCallbackHandler):
             metadata={"framework": "langchain"},
         )
         guard = model_guard(self.settings, call).reserve()
-        entry = _Call(guard, model, provider, key)
+        entry = _Call(guard, model, provider, key, call)
         # A cancelled ``agenerate`` never reaches on_llm_error (LangChain's gather is cancelled
         # before it can report), so the task that started the call settles it when it ends.
         task = _current_task()
@@ -215,6 +219,8 @@ class CyclesCallbackHandler(BaseCallbackHandler):
             call = self._calls.get(run_id)
         if call is not None:
             call.chunks += 1
+            if isinstance(token, str):
+                call.text.append(token)
             call.guard.mark_ran()
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
@@ -246,13 +252,28 @@ class CyclesCallbackHandler(BaseCallbackHandler):
         self._settle_failed(call, error)
 
     def _settle_failed(self, call: _Call, error: BaseException) -> None:
-        # Streamed tokens were generated (and billed) even if the consumer stopped early:
-        # finish() then commits the estimate instead of releasing.
-        if call.chunks and not call.guard.ran:
-            call.guard.mark_ran()
-        call.guard.finish(error)
-        if not call.guard.ran:
+        if not call.chunks:
+            # Nothing was generated: give the hold back.
+            call.guard.finish(error)
             self._keys.released(call.key)
+            return
+        # Tokens were streamed (and billed by the provider) before the consumer stopped or the
+        # stream broke, and no usage chunk came: commit the partial usage, counted offline.
+        call.guard.commit_metadata["partial"] = type(error).__name__
+        commit_usage(
+            call.guard, self.settings, call.model, self._partial_usage(call), provider=call.provider
+        )
+
+    def _partial_usage(self, call: _Call) -> Usage:
+        prices = self.settings.prices
+        req = call.request
+        if req.messages is not None:
+            inp = prices.count_input_tokens(messages=req.messages)
+        else:
+            inp = prices.count_input_tokens(prompt=req.prompt or "")
+        # At least one token per streamed chunk (providers stream about one token per chunk).
+        out = max(call.chunks, prices.token_counter("".join(call.text)))
+        return Usage(input_tokens=inp, output_tokens=out)
 
     # -- tools ---------------------------------------------------------------------------------
     def on_tool_start(
