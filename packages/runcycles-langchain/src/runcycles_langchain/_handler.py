@@ -106,7 +106,6 @@ class CyclesCallbackHandler(BaseCallbackHandler):
         self._lock = threading.Lock()
         self._calls: dict[UUID, _Call] = {}
         self._tools: dict[UUID, tuple[Guard, str]] = {}
-        self._tasks: dict[UUID, tuple[str, ...]] = {}
         self._keys = StepKeys()
 
     # -- LangGraph task boundaries (for stable keys) ---------------------------------------------
@@ -127,16 +126,6 @@ class CyclesCallbackHandler(BaseCallbackHandler):
         # starts it again with the same task id): its calls are numbered from 0 again.
         if task is not None and node and kwargs.get("name") == node:
             self._keys.new_attempt(task)
-            with self._lock:
-                self._tasks[run_id] = task
-
-    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        with self._lock:
-            self._tasks.pop(run_id, None)
-
-    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        with self._lock:
-            self._tasks.pop(run_id, None)
 
     # -- model calls ---------------------------------------------------------------------------
     def on_chat_model_start(
