@@ -73,7 +73,7 @@ async def _record(
     error_code: str | None,
     response: Response | None,
 ) -> None:
-    from .admin import iso
+    from .admin_common import iso
 
     svc = services(request)
     tenant, key_id = _actor(request, status)
@@ -159,7 +159,7 @@ def _time_param(request: Request, name: str) -> int | None:
 
 async def list_audit_logs(request: Request) -> Response:
     """GET /v1/admin/audit/logs: filtered, newest first, cursor-paged."""
-    from .admin import _contains, _field_key, _page, _search_param
+    from .admin_common import contains, field_key, page, search_param
 
     svc = services(request)
     svc.auth.require_admin(request)
@@ -169,7 +169,7 @@ async def list_audit_logs(request: Request) -> Response:
     status_min = _int_param(request, "status_min", 100, 599)
     status_max = _int_param(request, "status_max", 100, 599)
     status = _int_param(request, "status", 100, 599)
-    search = _search_param(request)
+    search = search_param(request)
     exact = {
         f: q.get(f) or None
         for f in (
@@ -207,7 +207,7 @@ async def list_audit_logs(request: Request) -> Response:
                 and (status is None or entry["status"] == status)
                 and (status_min is None or entry["status"] >= status_min)
                 and (status_max is None or entry["status"] <= status_max)
-                and _contains(
+                and contains(
                     search,
                     entry.get("operation"),
                     entry.get("resource_id"),
@@ -218,9 +218,9 @@ async def list_audit_logs(request: Request) -> Response:
                 rows.append(entry)
     rows.sort(key=lambda e: (e["timestamp"], e["log_id"]), reverse=True)
     sort_keys = {
-        name: _field_key(name)
+        name: field_key(name)
         for name in ("timestamp", "tenant_id", "operation", "status", "resource_type")
     }
     filters: dict[str, Any] = {**exact, "from": lo, "to": hi, "search": search, "status": status}
     filters |= {"smin": status_min, "smax": status_max, "excl": sorted(excluded)}
-    return _page(request, rows, sort_keys, filters, "logs")
+    return page(request, rows, sort_keys, filters, "logs")

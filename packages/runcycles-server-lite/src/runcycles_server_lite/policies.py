@@ -16,7 +16,7 @@ from pydantic import Field, StrictInt, StrictStr
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .admin import _caller, _page, iso
+from .admin_common import caller, iso, page
 from .admin_models import OveragePolicy, TtlMs, _Model, parse
 from .auth import POLICIES_READ, POLICIES_WRITE
 from .errors import ProtocolError, invalid
@@ -80,7 +80,8 @@ async def _save(store: Store, tenant: str, mode: str, record: dict[str, Any], ol
 
 
 async def create_policy(request: Request) -> Response:
-    svc, principal = await _caller(request, POLICIES_WRITE)
+    """POST /v1/admin/policies: admin key with tenant_id, or a tenant key with policies:write."""
+    svc, principal = await caller(request, POLICIES_WRITE)
     req = parse(PolicyCreate, await read_json(request))
     if principal.is_admin:
         if not req.tenant_id:
@@ -129,7 +130,8 @@ async def _load_all(svc: Services, tenant: str) -> list[dict[str, Any]]:
 
 
 async def list_policies(request: Request) -> Response:
-    svc, principal = await _caller(request, POLICIES_READ)
+    """GET /v1/admin/policies: one tenant's policies, highest priority first."""
+    svc, principal = await caller(request, POLICIES_READ)
     q = request.query_params
     if principal.is_admin:
         tenant = q.get("tenant_id")
@@ -150,11 +152,12 @@ async def list_policies(request: Request) -> Response:
     # Highest priority first (the order they apply in), then oldest.
     rows.sort(key=lambda p: (-int(p.get("priority", 0)), p["created_at"], p["policy_id"]))
     filters = {"tenant_id": tenant, "scope_pattern": pattern, "status": status}
-    return _page(request, rows, {}, filters, "policies")
+    return page(request, rows, {}, filters, "policies")
 
 
 async def update_policy(request: Request) -> Response:
-    svc, principal = await _caller(request, POLICIES_WRITE)
+    """PATCH /v1/admin/policies/{policy_id}: by its owner or the admin key."""
+    svc, principal = await caller(request, POLICIES_WRITE)
     policy_id = request.path_params["policy_id"]
     req = parse(PolicyUpdate, await read_json(request))
     owner: str | None = await svc.store.redis.get(svc.store.keys.policy_owner(policy_id))
