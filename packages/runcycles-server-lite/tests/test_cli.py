@@ -223,3 +223,7 @@ def test_admin_command_without_any_key_says_how_to_get_one(tmp_path: Path) -> No
     r = cli("tenant", "create", "x", "--data-dir", str(tmp_path / "empty"))
     assert r.returncode == 1
     assert "no admin key" in r.stderr
+    assert str(tmp_path / "empty") in r.stderr
+    # --data-dir before the subcommand counts too.
+    r = cli("--data-dir", str(tmp_path / "before"), "tenant", "create", "x")
+    assert str(tmp_path / "before") in r.stderr

@@ -51,8 +51,13 @@ def _client_parser(p: argparse.ArgumentParser) -> None:
         default=None,
         help="admin API key (else ADMIN_API_KEY, else the data dir's admin-api-key file)",
     )
+    # SUPPRESS keeps a --data-dir given before the subcommand (argparse would otherwise reset
+    # it to this parser's default).
     p.add_argument(
-        "--data-dir", type=Path, default=None, help="where to find the generated admin key"
+        "--data-dir",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="where to find the generated admin key",
     )
 
 
