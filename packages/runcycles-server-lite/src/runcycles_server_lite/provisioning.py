@@ -84,17 +84,14 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-# Script error codes whose HTTP status differs from errors.STATUS_BY_CODE on the admin plane.
-_SCRIPT_STATUS = {"TENANT_NOT_FOUND": 404, "TENANT_SUSPENDED": 409}
-
-
 def _script_ok(reply: list[Any]) -> list[Any]:
     """The payload of an admin script's reply, or the ProtocolError it reported."""
     if reply and reply[0] == "ERR":
         code, message = str(reply[1]), str(reply[2])
         if code == "INVALID_TRANSITION":
+            # Not an ErrorCode of its own: a state conflict reported as 409 INVALID_REQUEST.
             raise ProtocolError("INVALID_REQUEST", message, status=409)
-        raise ProtocolError(code, message, status=_SCRIPT_STATUS.get(code))
+        raise ProtocolError(code, message)
     return reply[1:]
 
 
@@ -191,7 +188,7 @@ async def create_api_key(
     404 TENANT_NOT_FOUND for an unknown tenant, 409 TENANT_CLOSED for a closed one."""
     tenant = await get_tenant(store, tenant_id)
     if tenant is None:
-        raise ProtocolError("TENANT_NOT_FOUND", f"tenant {tenant_id} not found", status=404)
+        raise ProtocolError("TENANT_NOT_FOUND", f"tenant {tenant_id} not found")
     if tenant.get("status") == "CLOSED":
         raise ProtocolError("TENANT_CLOSED", f"tenant {tenant_id} is closed")
     now = await store.time_ms()
