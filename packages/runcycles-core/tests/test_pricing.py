@@ -268,6 +268,7 @@ def test_approximate_token_count() -> None:
     assert approximate_tokens("abcd") == 1
     assert approximate_tokens("abcde") == 2
     assert approximate_tokens("日本語") == 3  # dense scripts: one token per character
+    assert approximate_tokens("abcdefgh日本 é") == 3 + 3  # ceil(9 ascii / 4) + 3 non-ascii
     p = Pricing(token_counter=approximate_tokens)
     messages = [{"role": "user", "content": "abcdefgh"}, {"role": "system", "content": "x"}]
     # strings: "user"(1) + "abcdefgh"(2) + "system"(2) + "x"(1)
