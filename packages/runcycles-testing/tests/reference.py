@@ -93,7 +93,11 @@ class ReferenceHarness(Harness):
 
     async def stream(self, *, stop_after: int | None = None) -> int:
         guard = await amodel_guard(self.settings, self._model_call()).reserve()
-        await self._provider()
+        try:
+            await self._provider()
+        except BaseException as exc:
+            await guard.finish(exc)
+            raise
         seen = 0
         for _ in range(self.fake.stream_chunks):
             if stop_after is not None and seen >= stop_after:

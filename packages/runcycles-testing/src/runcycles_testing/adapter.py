@@ -43,8 +43,10 @@ __all__ = [
 #: Scenario ids (issue 4, 1-10) an adapter may name in :attr:`PluginAdapter.unsupported`.
 SCENARIOS = (
     "deny_before_provider",  # 1
+    "deny_before_provider_streaming",  # 1
     "commit_priced_usage",  # 2
     "release_on_provider_error",  # 3
+    "release_on_stream_error",  # 3
     "stream_commits_final_usage",  # 4
     "stream_early_stop",  # 4
     "cancellation",  # 5
@@ -83,8 +85,9 @@ class FakeSpec:
         usage: usage reported per provider call (when streaming: on the final chunk, the way
             providers report it).
         text: the answer's text.
-        fail: count the call, then raise :class:`ProviderError` (possibly wrapped by the
-            framework; the suite looks for it in the ``__cause__`` / ``__context__`` chain).
+        fail: count the call, then raise :class:`ProviderError` (when streaming: before the
+            first chunk). The framework may wrap it; the suite looks for it in the
+            ``__cause__`` / ``__context__`` chain.
         hang: count the call, then block until cancelled (the cancellation scenario).
         tool: when set, the first model reply of each run calls this tool once with no
             arguments; the tool's body counts itself in :attr:`Harness.tool_calls` and returns

@@ -130,6 +130,18 @@ class ContractSuite:
         assert self.settled(bench) == []
         assert bench.spent() == 0
 
+    @pytest.mark.asyncio
+    async def test_deny_before_provider_streaming(self, bench: Bench, build: Build) -> None:
+        if self.unsupported("deny_before_provider_streaming"):
+            return
+        bench.fund({"": 1})
+        h = build(bench.settings())
+        with pytest.raises(BudgetExceededError) as info:
+            await h.stream()
+        assert isinstance(info.value, self.adapter.denial_error), type(info.value)
+        assert h.provider_calls == 0
+        assert self.settled(bench) == []
+
     # -- 2. commit equals the priced usage ------------------------------------------------------
     @pytest.mark.asyncio
     async def test_commit_priced_usage(self, bench: Bench, build: Build) -> None:
@@ -162,6 +174,21 @@ class ContractSuite:
         # The framework may wrap the provider's error; it must still be in the chain.
         with pytest.raises(Exception) as info:  # noqa: PT011
             await h.run()
+        assert any(isinstance(e, ProviderError) for e in _chain(info.value)), info.value
+        assert h.provider_calls == 1
+        rows = self.settled(bench)
+        assert [r.status for r in rows] == [ReservationStatus.RELEASED]
+        assert bench.spent() == 0
+
+    @pytest.mark.asyncio
+    async def test_release_on_stream_error(self, bench: Bench, build: Build) -> None:
+        if self.unsupported("release_on_stream_error"):
+            return
+        bench.fund()
+        h = build(bench.settings(), fail=True)
+        # The provider fails before the first chunk: nothing was generated, nothing is owed.
+        with pytest.raises(Exception) as info:  # noqa: PT011
+            await h.stream()
         assert any(isinstance(e, ProviderError) for e in _chain(info.value)), info.value
         assert h.provider_calls == 1
         rows = self.settled(bench)
