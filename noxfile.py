@@ -2,6 +2,7 @@
 
 ``python -m nox`` runs lint, type checks and every package's tests (what CI runs).
 ``python -m nox -s serve`` starts server-lite on the embedded store.
+``python -m nox -s demo`` runs the runaway-agent demo.
 ``python -m nox -s bench`` runs the benchmarks (not part of the default run).
 
 Every session installs with uv into its own virtualenv under ``.nox/``. Sessions use the
@@ -28,6 +29,7 @@ nox.options.sessions = [
     "langchain(latest)",
     "openai_agents(oldest)",
     "openai_agents(latest)",
+    "demo_tests",
 ]
 
 CORE = "packages/runcycles-core"
@@ -137,6 +139,27 @@ def langchain(session: nox.Session, bound: str) -> None:
         paths = [f"{LANGCHAIN}/src/runcycles_langchain", f"{LANGCHAIN}/tests"]
         session.run("mypy", "--cache-dir", cache, *paths)
     _pytest(session, f"{LANGCHAIN}/tests")
+
+
+DEMO = "packages/runcycles-demo"
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The runaway-agent demo, the README's first command (extra args go to ``runcycles-demo``,
+    e.g. ``-- --duration 10 --budget 0.50 --no-live``)."""
+    session.install("-e", CORE, "-e", SERVER, "-e", LANGCHAIN, "-e", DEMO)
+    session.run("runcycles-demo", *session.posargs)
+
+
+@nox.session
+def demo_tests(session: nox.Session) -> None:
+    """The demo's tests: its console script in a short mode, ledger-checked; mypy on it."""
+    install = ["-e", CORE, "-e", SERVER, "-e", LANGCHAIN, "-e", f"{DEMO}[test]"]
+    session.install("mypy>=1.13,<2", *install)
+    cache = f"--cache-dir={session.virtualenv.location}/.mypy_cache"
+    session.run("mypy", cache, f"{DEMO}/src/runcycles_demo", f"{DEMO}/tests")
+    _pytest(session, f"{DEMO}/tests")
 
 
 @nox.session

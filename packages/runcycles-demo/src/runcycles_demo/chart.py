@@ -1,0 +1,76 @@
+"""The chart: cumulative spend against time for the three runs, written to a PNG."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from pathlib import Path
+
+from runcycles_core.pricing import MICROCENTS_PER_USD
+
+from .report import Run
+
+__all__ = ["write_chart"]
+
+_COLORS = ["#d62728", "#2ca02c", "#1f77b4", "#9467bd"]
+
+
+def _dollars(microcents: int) -> float:
+    return float(Decimal(microcents) / MICROCENTS_PER_USD)
+
+
+def write_chart(path: Path, runs: Sequence[Run], budget: int) -> Path:
+    """Two panels: every run at full scale (the unguarded one dwarfs the rest), and a zoom on
+    the budget line where the guarded runs stop. Returns the absolute path written."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never needs a display
+    import matplotlib.pyplot as plt
+
+    limit = _dollars(budget)
+    fig, (full, zoom) = plt.subplots(1, 2, figsize=(13, 5.2), dpi=110)
+    for i, run in enumerate(runs):
+        points = run.cumulative()
+        if len(points) < 2:
+            continue
+        xs = [t for t, _ in points]
+        ys = [_dollars(v) for _, v in points]
+        color = _COLORS[i % len(_COLORS)]
+        label = f"{run.label}: {run.calls} calls, ${ys[-1]:,.2f}"
+        for ax in (full, zoom):
+            ax.step(xs, ys, where="post", color=color, linewidth=2, label=label)
+            if run.budget is not None:
+                ax.plot(xs[-1], ys[-1], marker="X", markersize=10, color=color)
+        if run.budget is not None and run.stopped_by:
+            zoom.annotate(
+                "stopped: next reserve denied" if "denied" in run.stopped_by else run.stopped_by,
+                xy=(xs[-1], ys[-1]),
+                xytext=(-8, 10),
+                textcoords="offset points",
+                ha="right",
+                fontsize=8,
+                color=color,
+            )
+    for ax in (full, zoom):
+        ax.axhline(limit, color="black", linestyle="--", linewidth=1, label=f"budget ${limit:,.2f}")
+        ax.set_xlabel("seconds since the run started")
+        ax.set_ylabel("cumulative spend (USD, gpt-4o prices)")
+        ax.grid(alpha=0.3)
+        ax.set_xlim(left=0)
+        ax.set_ylim(bottom=0)
+    full.set_title("All runs")
+    zoom.set_title("Zoom on the budget: the guarded runs stop at the line")
+    guarded_end = max((r.elapsed() for r in runs if r.budget is not None and r.calls), default=1.0)
+    zoom.set_xlim(0, max(guarded_end * 1.25, 0.5))
+    zoom.set_ylim(0, limit * 1.3)
+    full.legend(loc="upper left", fontsize=8)
+    fig.suptitle(
+        "The same looping LangChain agent: unguarded vs runcycles budget enforcement",
+        fontsize=12,
+    )
+    fig.tight_layout()
+    path = path.expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,86 @@
+"""The server side of the demo: server-lite on its embedded store, tenants, and their ledgers.
+
+Everything the demo says about enforcement is read back from the server's own balances, not
+from the client's arithmetic: :func:`read_ledger` returns what ``GET /v1/balances`` reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from runcycles_core import CyclesClient, CyclesConfig
+from runcycles_server_lite.embedded import EmbeddedRedis
+from runcycles_server_lite.testing import ServerHandle, running_server
+
+__all__ = ["Ledger", "Tenant", "demo_server", "provision", "read_ledger"]
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A provisioned tenant: its id, an API key, and the client config to reach it."""
+
+    id: str
+    config: CyclesConfig
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """One budget as the server reports it (µ¢)."""
+
+    scope: str
+    allocated: int
+    spent: int
+    reserved: int
+    debt: int
+    remaining: int
+
+    @property
+    def consistent(self) -> bool:
+        """The ledger identity ``remaining = allocated - spent - reserved - debt`` holds."""
+        return self.remaining == self.allocated - self.spent - self.reserved - self.debt
+
+
+@contextlib.contextmanager
+def demo_server(data_dir: Path) -> Iterator[ServerHandle]:
+    """server-lite on a loopback port, on an embedded Redis persisting to ``data_dir``.
+
+    Always the embedded store, even if ``REDIS_URL`` is set: the demo must not write into
+    someone's Redis, and its ledger stays readable in ``data_dir`` after it exits.
+    """
+    with (
+        EmbeddedRedis(data_dir / "store") as redis,
+        running_server(data_dir, redis_url=redis.url) as srv,
+    ):
+        yield srv
+
+
+def provision(srv: ServerHandle, tenant: str, budget: int, journal_dir: Path) -> Tenant:
+    """Create ``tenant`` with ``budget`` µ¢ at the tenant scope and an API key for it."""
+    key = srv.provision(tenant, {"": budget})
+    config = CyclesConfig(
+        base_url=srv.base_url,
+        api_key=key,
+        tenant=tenant,
+        journal_dir=str(journal_dir),
+    )
+    return Tenant(tenant, config)
+
+
+def read_ledger(config: CyclesConfig, tenant: str) -> Ledger:
+    """The tenant-scope budget of ``tenant`` from ``GET /v1/balances``."""
+    scope = f"tenant:{tenant}"
+    with CyclesClient(config) as client:
+        for b in client.iter_balances(tenant=tenant):
+            if b.scope == scope:
+                return Ledger(
+                    scope=scope,
+                    allocated=b.allocated.amount if b.allocated else 0,
+                    spent=b.spent.amount if b.spent else 0,
+                    reserved=b.reserved.amount if b.reserved else 0,
+                    debt=b.debt.amount if b.debt else 0,
+                    remaining=b.remaining.amount,
+                )
+    raise LookupError(f"the server reports no budget at {scope}")

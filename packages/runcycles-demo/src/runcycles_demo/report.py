@@ -1,0 +1,126 @@
+"""What a run is made of and how the demo judges it: client tallies against the server's ledger."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from runcycles_core.pricing import MICROCENTS_PER_USD
+
+from .ledger import Ledger
+from .runs import Track
+
+__all__ = ["Run", "enforcement_failures", "usd"]
+
+
+def usd(microcents: int, places: int = 8) -> str:
+    """``$1.23456789``: µ¢ as dollars, exact at the default 8 places."""
+    value = Decimal(microcents) / MICROCENTS_PER_USD
+    return f"${value:,.{places}f}"
+
+
+@dataclass
+class Run:
+    """One of the demo's three runs: one or more agents, and the budget they share (if any)."""
+
+    label: str
+    tracks: list[Track]
+    budget: int | None = None  # µ¢; None = unguarded
+    tenant: str | None = None
+    ledger: Ledger | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def calls(self) -> int:
+        return sum(t.calls for t in self.tracks)
+
+    @property
+    def spent(self) -> int:
+        return sum(t.spent for t in self.tracks)
+
+    @property
+    def started(self) -> float | None:
+        starts = [t.started for t in self.tracks if t.started is not None]
+        return min(starts) if starts else None
+
+    def elapsed(self) -> float:
+        start = self.started
+        if start is None:
+            return 0.0
+        ends = [t.ended for t in self.tracks]
+        end = max(e for e in ends if e is not None) if all(ends) else time.monotonic()
+        return end - start
+
+    @property
+    def state(self) -> str:
+        states = {t.state for t in self.tracks}
+        if "running" in states:
+            return "running"
+        if states == {"waiting"}:
+            return "waiting"
+        return "error" if "error" in states else "+".join(sorted(states))
+
+    @property
+    def stopped_by(self) -> str:
+        reasons = sorted({t.stopped_by for t in self.tracks if t.stopped_by})
+        return "; ".join(reasons)
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(seconds since the run started, µ¢ spent by all its agents) after each call."""
+        start = self.started
+        if start is None:
+            return []
+        steps: list[tuple[float, int]] = []
+        for t in self.tracks:
+            prev = 0
+            for at, total in t.points:
+                steps.append((at, total - prev))
+                prev = total
+        out: list[tuple[float, int]] = [(0.0, 0)]
+        running = 0
+        for at, delta in sorted(steps):
+            running += delta
+            out.append((at - start, running))
+        return out
+
+
+def enforcement_failures(run: Run) -> list[str]:
+    """Why ``run`` (a guarded one) shows that enforcement failed; empty if it held.
+
+    - the agents spent more than the budget (by the client's pricing or the server's ledger);
+    - the ledger's spend differs from what the agents were charged, call by call, by core's
+      pricing (the plugin commits exactly that);
+    - the ledger identity ``remaining = allocated - spent - reserved - debt`` is broken, or a
+      hold is still open after every agent stopped;
+    - an agent stopped on an error rather than a denial or the cap.
+    """
+    if run.budget is None:
+        return []
+    out: list[str] = []
+    name = run.label
+    if run.spent > run.budget:
+        out.append(f"{name}: agents spent {usd(run.spent)} > budget {usd(run.budget)}")
+    for t in run.tracks:
+        if t.state == "error":
+            out.append(f"{name}: {t.name} stopped on an error: {t.stopped_by}")
+    led = run.ledger
+    if led is None:
+        out.append(f"{name}: no ledger read from the server")
+        return out
+    if led.allocated != run.budget:
+        out.append(f"{name}: ledger allocated {usd(led.allocated)} != budget {usd(run.budget)}")
+    if led.spent > run.budget:
+        out.append(f"{name}: ledger spent {usd(led.spent)} > budget {usd(run.budget)}")
+    if led.spent != run.spent:
+        out.append(
+            f"{name}: ledger mismatch: server spent {usd(led.spent)} != charged {usd(run.spent)}"
+        )
+    if not led.consistent:
+        out.append(
+            f"{name}: ledger mismatch: remaining {usd(led.remaining)} != allocated - spent "
+            f"- reserved - debt"
+        )
+    if led.reserved:
+        out.append(f"{name}: {usd(led.reserved)} still reserved after every agent stopped")
+    return out
