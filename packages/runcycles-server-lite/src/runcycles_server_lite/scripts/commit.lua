@@ -85,7 +85,7 @@ else
 end
 for i = 1, #budgets do
   if not check_headroom(plans[i]) then
-    return err("INVALID_REQUEST", "commit would overflow the int64 ledger of " .. bscopes[i])
+    return err("INTERNAL_ERROR", "commit would take the ledger of " .. bscopes[i] .. " out of range")
   end
 end
 for i = 1, #budgets do write_budget(budgets[i], plans[i], now) end

@@ -57,7 +57,7 @@ if not plan then
 end
 for i = 1, #plan do
   if not check_headroom(plan[i]) then
-    return err("INVALID_REQUEST", "debit would overflow the int64 ledger of " .. bscopes[i])
+    return err("INTERNAL_ERROR", "debit would take the ledger of " .. bscopes[i] .. " out of range")
   end
 end
 local now = now_ms()

@@ -51,7 +51,7 @@ for i = 1, #budgets do
   local b = budgets[i]
   plans[i] = {reserved = dsub(b.reserved, estimate), remaining = dadd(b.remaining, estimate)}
   if not check_headroom(plans[i]) then
-    return err("INTERNAL_ERROR", "release would corrupt the ledger of " .. bscopes[i])
+    return err("INTERNAL_ERROR", "release would take the ledger of " .. bscopes[i] .. " out of range")
   end
 end
 for i = 1, #budgets do write_budget(budgets[i], plans[i], now) end

@@ -91,7 +91,7 @@ for i = 1, #budgets do
   local b = budgets[i]
   plans[i] = {remaining = dsub(b.remaining, estimate), reserved = dadd(b.reserved, estimate)}
   if not check_headroom(plans[i]) then
-    return err("INVALID_REQUEST", "estimate would overflow the int64 ledger of " .. bscopes[i])
+    return err("INTERNAL_ERROR", "reservation would take the ledger of " .. bscopes[i] .. " out of range")
   end
 end
 
