@@ -4,6 +4,15 @@ Each mutation is one EVALSHA (``scripts/<name>.lua``) that validates, writes the
 reservation, the idempotency record and the stored response together, and returns the
 response body already rendered; this module validates input, derives scopes and key names,
 and maps script results onto HTTP. Reads (get, list, balances) are plain pipelined commands.
+
+Every key a script is given is built here (keys.py) and carries the tenant's hash tag. Commit,
+release, extend and expiry also touch the budget keys recorded on the reservation and a reserve
+replay reads the reservation it created: those names were passed in KEYS when the reservation
+was created and share the tenant's slot, so the scripts stay single-slot on Redis Cluster
+without a read-before-write round trip.
+
+Round trips per request (auth cache hit; a miss adds 3): every mutation 1 (EVALSHA), GET of a
+reservation 1, list 2 (index + one pipelined read per 250 rows scanned), balances 2.
 """
 
 from __future__ import annotations
