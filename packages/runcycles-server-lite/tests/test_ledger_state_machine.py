@@ -80,6 +80,27 @@ def test_ledger_state_machine(server: ServerHandle) -> None:
             else:
                 raise AssertionError(f"unexpected refusal {code}")
 
+        @rule(estimate=st.integers(0, 400), endpoint=st.sampled_from(["dry_run", "decide"]))
+        def evaluate(self, estimate: int, endpoint: str) -> None:
+            before = ledgers(server, self.tenant)
+            body: dict[str, Any] = {
+                "idempotency_key": key(),
+                "subject": self.subject,
+                "action": ACTION,
+                "estimate": amount(estimate),
+            }
+            if endpoint == "dry_run":
+                r = self.http.post("/v1/reservations", json={**body, "dry_run": True})
+            else:
+                r = self.http.post("/v1/decide", json=body)
+            assert r.status_code == 200, r.text
+            decision = r.json()["decision"]
+            fits = all(
+                b["remaining"] >= estimate and b["is_over_limit"] != "true" for b in before.values()
+            )
+            assert (decision == "ALLOW") == fits, (r.json(), before)
+            assert ledgers(server, self.tenant) == before
+
         @precondition(lambda self: self.active)
         @rule(i=st.integers(0, 100), actual=st.integers(0, 600))
         def commit(self, i: int, actual: int) -> None:
