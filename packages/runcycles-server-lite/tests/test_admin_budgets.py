@@ -286,3 +286,38 @@ def test_bulk_action_budgets_resets_a_subtree(server: ServerHandle, admin: httpx
     assert r.status_code == 404
     no_tenant = {**body, "filter": {"scope_prefix": "tenant:x"}, "idempotency_key": "z"}
     assert admin.post(url, json=no_tenant).status_code == 400
+
+
+def test_overview_counts_tenants_budgets_and_debt(
+    server: ServerHandle, admin: httpx.Client
+) -> None:
+    before = admin.get("/v1/admin/overview").json()
+    t = tid()
+    server.provision(t, {"": 100, "workspace:w": 50})
+    # The largest debt a ledger can hold, so this scope tops the (10-row) debt lists even on
+    # the shared test server.
+    top = 2**63 - 1
+    set_ledger(server, t, f"tenant:{t}/workspace:w", spent=50, debt=top, remaining=-top)
+    admin.patch(
+        "/v1/admin/budgets",
+        params={"scope": f"tenant:{t}/workspace:w", "unit": UNIT},
+        json={"overdraft_limit": amt(0)},
+    )
+    after = admin.get("/v1/admin/overview").json()
+    assert after["tenant_counts"]["total"] == before["tenant_counts"]["total"] + 1
+    assert after["budget_counts"]["total"] == before["budget_counts"]["total"] + 2
+    assert after["budget_counts"]["with_debt"] == before["budget_counts"]["with_debt"] + 1
+    assert (
+        after["budget_counts"]["by_unit"][UNIT]
+        == before["budget_counts"]["by_unit"].get(UNIT, 0) + 2
+    )
+    assert after["debt_scopes"][0] == {
+        "scope": f"tenant:{t}/workspace:w",
+        "unit": UNIT,
+        "debt": top,
+        "overdraft_limit": 0,
+    }
+    assert after["over_limit_scopes"][0]["scope"] == f"tenant:{t}/workspace:w"
+    debts = [s["debt"] for s in after["debt_scopes"]]
+    assert debts == sorted(debts, reverse=True)
+    assert admin.get("/v1/admin/overview", headers={"X-Admin-API-Key": "x"}).status_code == 401

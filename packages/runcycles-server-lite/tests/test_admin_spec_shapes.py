@@ -194,6 +194,7 @@ def test_admin_responses_match_the_spec(
         "ApiKeyValidationResponse",
     )
     conforms(admin.get("/v1/admin/audit/logs", params={"limit": 5}), "AuditLogListResponse")
+    conforms(admin.get("/v1/admin/overview"), "AdminOverviewResponse")
     conforms(
         admin.post(
             "/v1/admin/tenants/bulk-action",

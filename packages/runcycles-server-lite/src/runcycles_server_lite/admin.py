@@ -28,6 +28,7 @@ from .admin_budgets import (
     update_budget,
 )
 from .admin_keys import create_api_key, list_api_keys, revoke_api_key, update_api_key
+from .admin_overview import overview
 from .admin_tenants import (
     bulk_action_tenants,
     create_tenant,
@@ -112,6 +113,7 @@ def routes() -> list[BaseRoute]:
             methods=["PATCH"],
         ),
         Route("/v1/admin/audit/logs", list_audit_logs, methods=["GET"]),
+        Route("/v1/admin/overview", overview, methods=["GET"]),
         Route("/v1/auth/validate", validate_key, methods=["POST"]),
         Route("/v1/auth/introspect", introspect, methods=["GET"]),
     ]
