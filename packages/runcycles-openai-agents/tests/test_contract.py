@@ -9,13 +9,20 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any, ClassVar, cast
 
 from agents import Agent, Runner, function_tool
 from agents.result import RunResultStreaming
+from agents.stream_events import RawResponsesStreamEvent, StreamEvent
 from agents.tool import Tool
-from runcycles_openai_agents import BudgetExceededError, CyclesModel, CyclesRunHooks, cycles_run
+from runcycles_openai_agents import (
+    BudgetExceededError,
+    CyclesModel,
+    CyclesRunHooks,
+    CyclesRunResultStreaming,
+    cycles_run,
+)
 
 from runcycles_core.integration import CyclesSettings
 from runcycles_testing import ContractSuite, FakeSpec, Harness, PluginAdapter
@@ -70,17 +77,25 @@ class AgentsHarness(Harness):
             return await self._run(self.agent)
 
     async def stream(self, *, stop_after: int | None = None) -> int:
-        result: RunResultStreaming = Runner.run_streamed(self.agent, QUESTION, hooks=self.hooks)
+        result: RunResultStreaming | CyclesRunResultStreaming = (
+            self.hooks.run_streamed(self.agent, QUESTION)
+            if self.via_hooks
+            else Runner.run_streamed(self.agent, QUESTION, hooks=self.hooks)
+        )
         chunks = 0
-        async for event in result.stream_events():
-            if (
-                event.type == "raw_response_event"
-                and event.data.type == "response.output_text.delta"
-            ):
-                chunks += 1
-                if stop_after is not None and chunks >= stop_after:
-                    result.cancel()
-                    break
+        events = cast(AsyncGenerator[StreamEvent, None], result.stream_events())
+        try:
+            async for event in events:
+                if (
+                    isinstance(event, RawResponsesStreamEvent)
+                    and event.data.type == "response.output_text.delta"
+                ):
+                    chunks += 1
+                    if stop_after is not None and chunks >= stop_after:
+                        result.cancel()
+                        break
+        finally:
+            await events.aclose()  # as a consumer that stops early should
         if result.run_loop_task is not None:
             # The run's task settles the abandoned call; wait for it like an app's shutdown.
             with contextlib.suppress(BaseException):

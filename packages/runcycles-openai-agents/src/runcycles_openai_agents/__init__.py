@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ._compat import check_supported
 from ._errors import BudgetExceededError
-from ._hooks import CyclesRunHooks
+from ._hooks import CyclesRunHooks, CyclesRunResultStreaming
 from ._model import CyclesModel, CyclesModelProvider
 from ._scope import RunScope, cycles_run
 from ._supported import REQUIREMENT as SUPPORTED
@@ -24,6 +24,7 @@ __all__ = [
     "CyclesModel",
     "CyclesModelProvider",
     "CyclesRunHooks",
+    "CyclesRunResultStreaming",
     "RunScope",
     "__version__",
     "cycles_run",

@@ -7,8 +7,9 @@
   commits the tool's estimate.
 - The SDK has no error hook: a run that fails between a start and an end hook would leave a
   hold until its TTL. :meth:`CyclesRunHooks.run` settles such leftovers when ``Runner.run``
-  returns or raises; :meth:`CyclesRunHooks.release_pending` settles every leftover of the
-  instance (use it when you call ``Runner.run`` yourself).
+  returns or raises, :meth:`CyclesRunHooks.run_streamed` when its event stream ends however it
+  ends; :meth:`CyclesRunHooks.release_pending` settles every leftover of the instance (use it
+  when you call ``Runner.run`` yourself).
 
 For streamed runs prefer :class:`~runcycles_openai_agents.CyclesModel`, which also settles a
 stream the consumer abandons.
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Hashable
+from collections.abc import AsyncGenerator, Hashable
 from contextvars import ContextVar
 from typing import Any
 
@@ -26,8 +27,9 @@ from agents import Agent, RunHooks, Runner
 from agents.exceptions import UserError
 from agents.items import ModelResponse, TResponseInputItem
 from agents.models import get_default_model
-from agents.result import RunResult
+from agents.result import RunResult, RunResultStreaming
 from agents.run_context import RunContextWrapper
+from agents.stream_events import StreamEvent
 from agents.tool import Tool
 
 from runcycles_core import BudgetExceededError as CoreBudgetExceededError
@@ -51,7 +53,7 @@ from ._scope import current_scope
 from ._settings import resolve_settings
 from ._usage import counted_usage, request_messages, to_usage
 
-__all__ = ["CyclesRunHooks"]
+__all__ = ["CyclesRunHooks", "CyclesRunResultStreaming"]
 
 _SETTLED = (GuardState.COMMITTED, GuardState.RELEASED, GuardState.DENIED)
 _ledger: ContextVar[list[AsyncGuard] | None] = ContextVar(
@@ -245,4 +247,55 @@ class CyclesRunHooks(RunHooks[Any]):
             raise
         finally:
             _ledger.reset(token)
-            await asyncio.shield(self._settle(ledger, error))
+            await uncancellable(self._settle(ledger, error))
+
+    def run_streamed(
+        self, starting_agent: Agent[Any], input: Any, **kwargs: Any
+    ) -> CyclesRunResultStreaming:
+        """``Runner.run_streamed(starting_agent, input, hooks=self, **kwargs)`` whose
+        :meth:`~CyclesRunResultStreaming.stream_events` settles this run's leftover
+        reservations when the stream ends: consumed, failed, cancelled or abandoned."""
+        ledger: list[AsyncGuard] = []
+        # The run's background task copies the context here, ledger included.
+        token = _ledger.set(ledger)
+        try:
+            result = Runner.run_streamed(starting_agent, input, hooks=self, **kwargs)
+        finally:
+            _ledger.reset(token)
+        return CyclesRunResultStreaming(result, self, ledger)
+
+
+class CyclesRunResultStreaming:
+    """A ``RunResultStreaming`` (every attribute is the SDK result's) whose event stream
+    settles the run's leftover reservations when it ends."""
+
+    def __init__(
+        self, result: RunResultStreaming, hooks: CyclesRunHooks, ledger: list[AsyncGuard]
+    ) -> None:
+        self.result = result
+        self._hooks = hooks
+        self._ledger = ledger
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.result, name)
+
+    async def stream_events(self) -> AsyncGenerator[StreamEvent, None]:
+        """The SDK's ``stream_events()``; once it ends, the run's task is awaited and any hold it
+        left (a failed or abandoned model call) is released, a hook-denied tool too."""
+        error: BaseException | None = None
+        try:
+            async for event in self.result.stream_events():
+                yield event
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            await uncancellable(self._settle_after_run(error))
+
+    async def _settle_after_run(self, error: BaseException | None) -> None:
+        task = self.result.run_loop_task
+        if task is not None and not task.done():
+            if error is not None or not self.result.is_complete:
+                self.result.cancel()
+            await asyncio.wait({task})
+        await self._hooks._settle(list(self._ledger), error)
