@@ -37,18 +37,27 @@ def write_chart(path: Path, runs: Sequence[Run], budget: int) -> Path:
         ys = [_dollars(v) for _, v in points]
         color = _COLORS[i % len(_COLORS)]
         label = f"{run.label}: {run.calls} calls, ${ys[-1]:,.2f}"
-        for ax in (full, zoom):
-            ax.step(xs, ys, where="post", color=color, linewidth=2, label=label)
-            if run.budget is not None:
+        full.step(xs, ys, where="post", color=color, linewidth=2, label=label)
+        stop = ""
+        if run.budget is not None:
+            denied = "denied" in run.stopped_by
+            why = f"next reserve denied at ${ys[-1]:,.2f}" if denied else run.stopped_by
+            stop = f"{run.label}: {why}"
+        zoom.step(xs, ys, where="post", color=color, linewidth=2, label=stop or None)
+        if run.budget is not None:
+            for ax in (full, zoom):
                 ax.plot(xs[-1], ys[-1], marker="X", markersize=10, color=color)
-        if run.budget is not None and run.stopped_by:
-            zoom.annotate(
-                "stopped: next reserve denied" if "denied" in run.stopped_by else run.stopped_by,
-                xy=(xs[-1], ys[-1]),
-                xytext=(-8, 10),
-                textcoords="offset points",
+            continue
+        if xs[-1] > 0:
+            per_hour = ys[-1] / xs[-1] * 3600
+            # Below the line, where the full-scale panel is empty.
+            full.text(
+                0.97,
+                0.22,
+                f"unguarded: ${per_hour:,.0f} per hour,\n${per_hour * 24 * 30:,.0f} per month",
+                transform=full.transAxes,
                 ha="right",
-                fontsize=8,
+                fontsize=10,
                 color=color,
             )
     for ax in (full, zoom):
@@ -61,9 +70,11 @@ def write_chart(path: Path, runs: Sequence[Run], budget: int) -> Path:
     full.set_title("All runs")
     zoom.set_title("Zoom on the budget: the guarded runs stop at the line")
     guarded_end = max((r.elapsed() for r in runs if r.budget is not None and r.calls), default=1.0)
-    zoom.set_xlim(0, max(guarded_end * 1.25, 0.5))
+    zoom.set_xlim(0, max(guarded_end * 1.5, 0.5))
     zoom.set_ylim(0, limit * 1.3)
     full.legend(loc="upper left", fontsize=8)
+    # Only the guarded runs (and the budget) are labelled here.
+    zoom.legend(loc="best", fontsize=8)
     fig.suptitle(
         "The same looping LangChain agent: unguarded vs runcycles budget enforcement",
         fontsize=12,
