@@ -158,6 +158,7 @@ def _throughput_tables(rows: list[sl.Row], extra: dict[str, Any]) -> list[Tab]:
             "ledger mismatches",
             "CPU % server/redis/load/other",
             "CPU µs/op server/redis",
+            "Redis µs/EVALSHA",
             "req/s vs hello",
             "ops/s vs EVALSHA reserve.lua",
         ],
@@ -193,6 +194,7 @@ def _throughput_tables(rows: list[sl.Row], extra: dict[str, Any]) -> list[Tab]:
             "-" if r.ledger is None else r.ledger.mismatches,
             cpu,
             per_op,
+            "-" if r.evalsha_us is None else f"{r.evalsha_us:.0f}",
             vs_hello,
             vs_raw,
         )

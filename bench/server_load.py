@@ -45,6 +45,19 @@ class Row:
     cpu_pct: dict[str, float]  # percent of one core, per role
     peak_rss: dict[str, int] = field(default_factory=dict)
     ledger: wl.LedgerCheck | None = None
+    # Redis's own time per EVALSHA (INFO commandstats), warm-up included: script cost as
+    # Redis measures it, whatever the scheduling around it.
+    evalsha_us: float | None = None
+
+
+async def _reset_stats(store: Store) -> None:
+    await store.redis.config_resetstat()
+
+
+async def _evalsha_us(store: Store) -> float | None:
+    stats: dict[str, Any] = await store.redis.info("commandstats")
+    row = stats.get("cmdstat_evalsha")
+    return float(row["usec_per_call"]) if row else None
 
 
 def _cpu_pct(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
@@ -150,16 +163,20 @@ async def http_cell(
         return 2
 
     op: Op = {HELLO: hello, RESERVE: reserve_only, LIFECYCLE: lifecycle}[target]
+    ledger = None
+    script_us = None
     try:
-        result, cpu, peak = await _measure(served, op, clients, spec)
-        ledger = None
         if store is not None:
+            await _reset_stats(store)
+        result, cpu, peak = await _measure(served, op, clients, spec)
+        if store is not None:
+            script_us = await _evalsha_us(store)
             ledger = await wl.check_ledger(store, tenant, counts.reserved, counts.committed)
     finally:
         await client.aclose()
         if store is not None:
             await store.close()
-    return Row(target, served.workers, clients, result, cpu, peak, ledger)
+    return Row(target, served.workers, clients, result, cpu, peak, ledger, script_us)
 
 
 async def evalsha_cell(served: Served, target: str, clients: int, spec: CellSpec) -> Row:
@@ -224,9 +241,11 @@ async def evalsha_cell(served: Served, target: str, clients: int, spec: CellSpec
                 counts.reserved += 1
                 return 1
 
+        await _reset_stats(store)
         result, cpu, peak = await _measure(served, op, clients, spec)
+        script_us = await _evalsha_us(store)
         if target == EVAL_RESERVE:
             ledger = await wl.check_ledger(store, tenant, counts.reserved, 0)
     finally:
         await client.aclose()
-    return Row(target, None, clients, result, cpu, peak, ledger)
+    return Row(target, None, clients, result, cpu, peak, ledger, script_us)
