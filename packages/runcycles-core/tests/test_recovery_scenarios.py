@@ -27,12 +27,14 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -42,6 +44,8 @@ from runcycles_core.journal import _legacy_filename, record_filename
 from runcycles_core.lifecycle import GuardState, HeartbeatFailure
 from runcycles_core.settlement import _principal, async_settler_for, journal_for, settler_for
 
+from .conftest import SPEC_DIR
+from .recovery_adapter import SCENARIO_TESTS
 from .recovery_child import EXIT_KILLED, op_of
 
 CHILD = Path(__file__).with_name("recovery_child.py")
@@ -486,13 +490,14 @@ def test_cr_core_003_heartbeat_transport_failure_is_observable_and_non_fatal(
 ) -> None:
     """extend (transport error) → extend with the same key → commit, under the warn policy.
 
-    The first extend reaches the server but its response is lost; the client's same-key retry
-    is refused; the heartbeat reports the failure (reservation id, "retry") and retries with
-    the same key on the lead-based schedule. The action never notices and is settled.
+    The first extend reaches the server but its response is lost (a read timeout); the
+    heartbeat reports the failure (reservation id, "retry") and retries with the same key on
+    the lead-based schedule, which the server answers from its idempotency record. The action
+    never notices and is settled.
     """
     t = tenant()
-    wire = Wire().fail("extend", lose_response(), refuse())
-    client = t.client(wire, read_timeout=0.5, retry_max_attempts=1)
+    wire = Wire().fail("extend", lose_response())
+    client = t.client(wire, read_timeout=0.5)
     failures: list[HeartbeatFailure] = []
     progress: list[str] = []
     with (
@@ -509,17 +514,17 @@ def test_cr_core_003_heartbeat_transport_failure_is_observable_and_non_fatal(
         g.add_usage(123)
 
     extends = wire.of("extend")
-    assert wire.choreography() == ["extend", "extend", "extend", "commit"]
+    assert wire.choreography() == ["extend", "extend", "commit"]
     assert {e.key for e in extends} == {f"{g.spec.idempotency_key}:extend:0"}
-    assert [(e.forwarded, e.status) for e in extends] == [(True, None), (False, None), (True, 200)]
+    assert [(e.forwarded, e.status) for e in extends] == [(True, None), (True, 200)]
     # heartbeat_failure_reports_reservation_and_disposition
-    assert len(failures) == 1
+    assert len(failures) == 1, failures
     failure = failures[0]
     assert failure.reservation_id == g.reservation_id
     assert failure.disposition == "retry"
     assert failure.retry_in_ms is not None
     assert 0 < failure.retry_in_ms <= 1_000
-    assert isinstance(failure.error, rc.CyclesUnavailableError)
+    assert isinstance(failure.error, rc.CyclesTransportError)
     logged = [r.getMessage() for r in caplog.records if "heartbeat" in r.getMessage()]
     assert any(g.reservation_id in m and "retrying with the same key" in m for m in logged)
     # guarded_action_continues_under_warn_policy
@@ -590,24 +595,41 @@ def test_cr_core_004_protocol_invalid_success_remains_ambiguous(
 # -- CR-DURABLE-001 ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("forwarded", [False, True], ids=["before-send", "response-lost"])
+@pytest.mark.parametrize(
+    ("forwarded", "expire"),
+    [(False, False), (True, False), (True, True)],
+    ids=["before-send", "response-lost", "response-lost-then-expired"],
+)
 def test_cr_durable_001_journal_precedes_commit_and_survives_kill(
-    tenant: MakeTenant, tmp_path: Path, forwarded: bool
+    tenant: MakeTenant, tmp_path: Path, forwarded: bool, expire: bool
 ) -> None:
     """A child process runs a guarded action and is killed (``os._exit``) while its first
     commit is in flight - before it left, or after the server applied it. A fresh settler in
-    another process settles the journaled record with the same key; the spend lands once."""
+    another process settles the journaled record with the same key; the spend lands once.
+
+    ``response-lost-then-expired``: the reservation's lease runs out before the restart. The
+    same-key commit is answered from the server's idempotency record (200), so the settler must
+    not - and does not - fall back to an event, which would charge the spend twice.
+    """
     t = tenant()
+    lease = {"ttl_ms": 1_000, "grace_period_ms": 0} if expire else {}
     evidence = run_child(
         {
             "role": "run",
             "config": child_config(t.config),
-            "guard": {"estimate": 1_000, "actual": 640, "idempotency_key": secrets.token_hex(8)},
+            "guard": {
+                "estimate": 1_000,
+                "actual": 640,
+                "idempotency_key": secrets.token_hex(8),
+                **lease,
+            },
             "die_on": {"op": "commit", "forward": forwarded},
             "evidence": str(tmp_path / "evidence.json"),
         },
         expect_exit=EXIT_KILLED,
     )
+    if expire:
+        wait_past_expiry(evidence["expires_at_ms"])
     rid = evidence["reservation_id"]
     name = record_filename(rid)
     child_ops = [r["op"] for r in evidence["requests"]]
@@ -694,10 +716,10 @@ def test_cr_durable_002_replayed_expired_commit_switches_durably_to_event(
 def test_cr_durable_003_rate_limit_floor_survives_restart(
     tenant: MakeTenant, tmp_path: Path
 ) -> None:
-    """commit → 429 Retry-After: 2 → the absolute not-before is journaled → killed; a restart
+    """commit → 429 Retry-After: 3 → the absolute not-before is journaled → killed; a restart
     before that time does not retry early, then commits with the same key once it is due."""
     t = tenant()
-    retry_after = 2
+    retry_after = 3
     evidence = run_child(
         {
             "role": "run",
@@ -1113,7 +1135,7 @@ def _run_action(client: rc.CyclesClient, estimate: int, actual: int, behaviour: 
 
 
 @settings(
-    max_examples=20,
+    max_examples=12,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -1143,3 +1165,94 @@ def test_committed_sum_equals_server_spent(
         "spent": expected,
     }
     assert t.journal_files() == {}
+
+
+# -- the conformance runner's adapter ------------------------------------------------------------
+
+ADAPTER = Path(__file__).with_name("recovery_adapter.py")
+INPUTS = ("id", "level", "name", "precondition", "faults")
+
+
+def _catalog() -> list[dict[str, Any]]:
+    data = yaml.safe_load((SPEC_DIR / "client-recovery-scenarios.yaml").read_text())
+    assert data["profile"] == "cycles-sdk-recovery"
+    scenarios: list[dict[str, Any]] = data["scenarios"]
+    return scenarios
+
+
+def _slug(scenario_id: str) -> str:
+    return "test_" + scenario_id.lower().replace("-", "_") + "_"
+
+
+def _adapter(scenario_id: str, stdin: dict[str, Any]) -> tuple[int, str, str]:
+    proc = subprocess.run(
+        [sys.executable, str(ADAPTER), scenario_id],
+        input=json.dumps(stdin),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_adapter_binds_every_catalog_scenario_to_tests_here() -> None:
+    """All 12 durable-claim scenarios (core, durable, boundary) map to named tests here."""
+    ids = [s["id"] for s in _catalog()]
+    assert len(ids) == 12
+    assert {s["level"] for s in _catalog()} == {"core", "durable", "boundary"}
+    assert set(SCENARIO_TESTS) == set(ids)
+    for scenario_id, functions in SCENARIO_TESTS.items():
+        assert functions
+        for fn in functions:
+            assert fn.startswith(_slug(scenario_id))
+            assert callable(globals()[fn])
+
+
+def test_recovery_adapter_runs_every_scenario() -> None:
+    """What the shared runner does: one fresh adapter process per scenario with only the inputs
+    on stdin, one JSON result on stdout naming the exact native tests that ran and passed."""
+    catalog = _catalog()
+
+    def invoke(scenario: dict[str, Any]) -> tuple[int, str, str]:
+        return _adapter(scenario["id"], {k: scenario[k] for k in INPUTS})
+
+    # Mostly waiting (leases, Retry-After, child processes): run them side by side.
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        outcomes = list(pool.map(invoke, catalog))
+    for scenario, (code, out, err) in zip(catalog, outcomes, strict=True):
+        assert code == 0, err[-3000:]
+        lines = [line for line in out.splitlines() if line.strip()]
+        assert len(lines) == 1, out
+        result = json.loads(lines[0])
+        assert set(result) == {"scenario_id", "passed", "native_tests"}, err[-3000:]
+        assert result["scenario_id"] == scenario["id"]
+        assert result["passed"] is True
+        native = result["native_tests"]
+        assert native
+        assert len(set(native)) == len(native)
+        prefix = (
+            f"packages/runcycles-core/tests/test_recovery_scenarios.py::{_slug(scenario['id'])}"
+        )
+        assert all(n.startswith(prefix) for n in native), native
+        # Every bound function really ran (each parametrization is listed on its own).
+        ran = {n.split("::", 1)[1].split("[")[0] for n in native}
+        assert ran == set(SCENARIO_TESTS[scenario["id"]])
+
+
+def test_recovery_adapter_fails_unbound_or_mismatched_scenarios() -> None:
+    unbound = {"id": "CR-CORE-999", "level": "core", "name": "x", "precondition": "p", "faults": []}
+    code, out, _ = _adapter("CR-CORE-999", unbound)
+    result = json.loads(out)
+    assert code == 0
+    assert (result["scenario_id"], result["passed"]) == ("CR-CORE-999", False)
+    assert "no native test" in result["diagnostic"]
+
+    other = {k: v for k, v in _catalog()[1].items() if k in INPUTS}
+    code, out, _ = _adapter("CR-CORE-001", other)
+    result = json.loads(out)
+    assert (result["scenario_id"], result["passed"]) == ("CR-CORE-001", False)
+    assert "not 'CR-CORE-001'" in result["diagnostic"]
+
+    oracle = dict(_catalog()[0])  # with the runner-owned oracle fields
+    code, out, _ = _adapter("CR-CORE-001", oracle)
+    assert json.loads(out)["passed"] is False
