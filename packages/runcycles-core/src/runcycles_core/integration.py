@@ -7,7 +7,10 @@ A plugin maps its framework's hooks onto four calls and nothing else:
 - :func:`commit_usage` / :func:`acommit_usage` with the framework's token usage (priced here,
   with cache and reasoning tokens and the price provenance in the commit metadata);
 - ``guard.release()`` when the model call failed before producing anything;
-- :func:`tool_guard` / :func:`atool_guard` to gate tool calls as action kind ``tool.<name>``.
+- :func:`tool_guard` / :func:`atool_guard` to gate tool calls as action kind ``tool.<name>``;
+- :func:`reserve_model_step` / :func:`reserve_tool_step` (and async twins) instead, when the key
+  names a framework step that may run again (retries, resumed checkpoints): a step an earlier
+  attempt already paid for is not charged again.
 
 :class:`CyclesSettings` is the configuration every plugin entry point accepts (``client=``, the
 subject fields, ``estimate=``, ``shadow=``, ``outage_policy=``…), so all plugins read alike.
@@ -15,8 +18,10 @@ subject fields, ``estimate=``, ``shadow=``, ``outage_policy=``…), so all plugi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,9 +29,9 @@ from typing import Any
 from .client import AsyncCyclesClient, CyclesClient
 from .config import CyclesConfig
 from .decorator import build_spec, default_async_client, default_client
-from .errors import BudgetExceededError
-from .lifecycle import AsyncGuard, Guard, GuardSpec, OutagePolicy
-from .models import CyclesMetrics
+from .errors import BudgetExceededError, ReservationExpiredError
+from .lifecycle import AsyncGuard, Guard, GuardSpec, GuardState, OutagePolicy
+from .models import CyclesMetrics, ReservationStatus
 from .pricing import Pricing, UnknownModelError, Usage, default_pricing
 from .settlement import SettlementResult
 
@@ -35,10 +40,14 @@ __all__ = [
     "ModelCall",
     "acommit_usage",
     "amodel_guard",
+    "areserve_model_step",
+    "areserve_tool_step",
     "atool_guard",
     "commit_usage",
     "estimate_for",
     "model_guard",
+    "reserve_model_step",
+    "reserve_tool_step",
     "tool_guard",
 ]
 
@@ -296,6 +305,133 @@ def atool_guard(
     return AsyncGuard(
         client, _tool_spec(settings, client.config, tool, estimate, idempotency_key, subject)
     )
+
+
+# -- steps that a framework may run again under the same identity --------------------------------
+
+#: Fresh keys tried for one step before falling back to a random suffix.
+STEP_ATTEMPTS = 8
+
+
+def _step_key(base: str, attempt: int) -> str:
+    if attempt == 0:
+        return base
+    if attempt < STEP_ATTEMPTS:
+        return f"{base}:again{attempt}"
+    return f"{base}:again-{uuid.uuid4().hex}"
+
+
+def _replayed_inactive(guard: Guard | AsyncGuard) -> bool:
+    # A replayed reserve returns the original reservation with remaining_ttl_ms == 0 once that
+    # reservation is no longer held; a fresh (or still held) one always has time left.
+    resp = guard.response
+    return guard.state is GuardState.HELD and resp is not None and resp.remaining_ttl_ms == 0
+
+
+def _paid(status: ReservationStatus, key: str) -> bool:
+    if status is ReservationStatus.COMMITTED:
+        log.info("step %s was already paid by an earlier attempt; not charging it again", key)
+        return True
+    # Released or expired: that attempt paid nothing, so this one needs its own reservation.
+    return False
+
+
+def _reserve_step(make: Callable[[str], Guard], key: str) -> Guard | None:
+    for attempt in range(STEP_ATTEMPTS + 1):
+        guard = make(_step_key(key, attempt)).reserve()
+        if not _replayed_inactive(guard):
+            return guard
+        assert guard.reservation_id is not None
+        try:
+            status = guard.client.get_reservation(guard.reservation_id).status
+        except ReservationExpiredError:
+            status = ReservationStatus.EXPIRED
+        if _paid(status, key):
+            return None
+    raise AssertionError("unreachable: the last attempt uses a random key")
+
+
+async def _areserve_step(make: Callable[[str], AsyncGuard], key: str) -> AsyncGuard | None:
+    for attempt in range(STEP_ATTEMPTS + 1):
+        guard = await make(_step_key(key, attempt)).reserve()
+        if not _replayed_inactive(guard):
+            return guard
+        assert guard.reservation_id is not None
+        try:
+            status = (await guard.client.get_reservation(guard.reservation_id)).status
+        except ReservationExpiredError:
+            status = ReservationStatus.EXPIRED
+        if _paid(status, key):
+            return None
+    raise AssertionError("unreachable: the last attempt uses a random key")
+
+
+def reserve_model_step(settings: CyclesSettings, call: ModelCall) -> Guard | None:
+    """Reserve for ``call`` when its ``idempotency_key`` names a framework step that may run
+    more than once (a retried task, a resumed or replayed checkpoint).
+
+    - First run, or an earlier attempt still holding its reservation: that reservation, held.
+    - An earlier attempt under the key **committed**: None. The step is paid; run it without
+      settling anything (a commit would not match the earlier one).
+    - An earlier attempt **released** or **expired** (it paid nothing): a fresh reservation
+      under ``<key>:again<n>``, deterministic so a later attempt finds it again.
+
+    Without an ``idempotency_key`` this is ``model_guard(settings, call).reserve()``.
+    """
+    key = call.idempotency_key
+    if key is None:
+        return model_guard(settings, call).reserve()
+    return _reserve_step(
+        lambda k: model_guard(settings, dataclasses.replace(call, idempotency_key=k)), key
+    )
+
+
+async def areserve_model_step(settings: CyclesSettings, call: ModelCall) -> AsyncGuard | None:
+    """Async twin of :func:`reserve_model_step`."""
+    key = call.idempotency_key
+    if key is None:
+        return await amodel_guard(settings, call).reserve()
+    return await _areserve_step(
+        lambda k: amodel_guard(settings, dataclasses.replace(call, idempotency_key=k)), key
+    )
+
+
+def reserve_tool_step(
+    settings: CyclesSettings,
+    tool: str,
+    *,
+    idempotency_key: str,
+    subject: Mapping[str, str | None] | None = None,
+) -> Guard | None:
+    """:func:`reserve_model_step` for tool ``tool``; None also when tools are not budgeted."""
+    estimate = _tool_estimate(settings, tool)
+    if estimate is None:
+        return None
+    client = settings.sync_client()
+
+    def make(key: str) -> Guard:
+        return Guard(client, _tool_spec(settings, client.config, tool, estimate, key, subject))
+
+    return _reserve_step(make, idempotency_key)
+
+
+async def areserve_tool_step(
+    settings: CyclesSettings,
+    tool: str,
+    *,
+    idempotency_key: str,
+    subject: Mapping[str, str | None] | None = None,
+) -> AsyncGuard | None:
+    """Async twin of :func:`reserve_tool_step`."""
+    estimate = _tool_estimate(settings, tool)
+    if estimate is None:
+        return None
+    client = settings.async_client()
+
+    def make(key: str) -> AsyncGuard:
+        return AsyncGuard(client, _tool_spec(settings, client.config, tool, estimate, key, subject))
+
+    return await _areserve_step(make, idempotency_key)
 
 
 def _priced(

@@ -297,7 +297,9 @@ class _GuardBase:
         self.expires_at_ms = resp.expires_at_ms
         self.state = GuardState.HELD
         stats.incr("reserved")
-        if self.spec.heartbeat and resp.remaining_ttl_ms is not None:
+        # A replayed reservation that is no longer held (remaining_ttl_ms == 0: committed,
+        # released or expired by an earlier attempt) has no lease left to keep alive.
+        if self.spec.heartbeat and resp.remaining_ttl_ms:
             self._clock = LeaseClock(timeout_ms=self._timeout_ms())
             self._first_delay = self._clock.on_success(
                 remaining_ttl_ms=resp.remaining_ttl_ms, sent_at_ms=sent_ms, received_at_ms=_now_ms()
