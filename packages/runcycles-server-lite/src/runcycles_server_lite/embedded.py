@@ -267,12 +267,22 @@ class EmbeddedCluster:
 
 
 def _free_port() -> int:
+    """A free loopback port whose cluster-bus port (port + 10000) is valid and free too."""
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port + 10_000 > 65_535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10_000))
+            except OSError:
+                continue
         return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 def _tcp_ping(port: int) -> bool:
