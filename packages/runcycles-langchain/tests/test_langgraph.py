@@ -83,7 +83,7 @@ async def test_retry_after_provider_error_reserves_afresh(bench: Bench) -> None:
     rows = bench.reservations()
     # The failed attempt was released; the retry could not reuse that released key.
     assert [r.status for r in rows] == [ReservationStatus.RELEASED, ReservationStatus.COMMITTED]
-    assert rows[1].idempotency_key is not None and ":retry1:" in rows[1].idempotency_key
+    assert rows[1].idempotency_key is not None and ":again1:" in rows[1].idempotency_key
     assert bench.spent() == COST
 
 

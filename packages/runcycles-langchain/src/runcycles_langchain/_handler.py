@@ -19,8 +19,8 @@ from runcycles_core.integration import (
     CyclesSettings,
     ModelCall,
     commit_usage,
-    model_guard,
-    tool_guard,
+    reserve_model_step,
+    reserve_tool_step,
 )
 from runcycles_core.lifecycle import Guard
 from runcycles_core.pricing import Usage
@@ -105,7 +105,7 @@ class CyclesCallbackHandler(BaseCallbackHandler):
         self.settings = plugin_settings(settings, fields)
         self._lock = threading.Lock()
         self._calls: dict[UUID, _Call] = {}
-        self._tools: dict[UUID, tuple[Guard, str]] = {}
+        self._tools: dict[UUID, Guard] = {}
         self._keys = StepKeys()
 
     # -- LangGraph task boundaries (for stable keys) ---------------------------------------------
@@ -185,7 +185,9 @@ class CyclesCallbackHandler(BaseCallbackHandler):
             dimensions=dimensions,
             metadata={"framework": "langchain"},
         )
-        guard = model_guard(self.settings, call).reserve()
+        guard = reserve_model_step(self.settings, call)
+        if guard is None:
+            return  # an earlier attempt of this LangGraph step already paid for this call
         entry = _Call(guard, model, provider, key, call)
         # A cancelled ``agenerate`` never reaches on_llm_error (LangChain's gather is cancelled
         # before it can report), so the task that started the call settles it when it ends.
@@ -244,7 +246,6 @@ class CyclesCallbackHandler(BaseCallbackHandler):
         if not call.chunks:
             # Nothing was generated: give the hold back.
             call.guard.finish(error)
-            self._keys.released(call.key)
             return
         # Tokens were streamed (and billed by the provider) before the consumer stopped or the
         # stream broke, and no usage chunk came: commit the partial usage, counted offline.
@@ -280,25 +281,23 @@ class CyclesCallbackHandler(BaseCallbackHandler):
         name = str((serialized or {}).get("name") or kwargs.get("name") or "tool")
         key = self._keys.key(metadata, f"tool.{name}", run_id=run_id)
         subject, _ = run_overrides(metadata)
-        guard = tool_guard(self.settings, name, idempotency_key=key, subject=subject)
+        guard = reserve_tool_step(self.settings, name, idempotency_key=key, subject=subject)
         if guard is None:
-            return
-        guard.reserve()
+            return  # tools not budgeted, or this step's tool call was already paid
         with self._lock:
-            self._tools[run_id] = (guard, key)
+            self._tools[run_id] = guard
 
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         with self._lock:
-            entry = self._tools.pop(run_id, None)
-        if entry is not None:
-            entry[0].commit()
+            guard = self._tools.pop(run_id, None)
+        if guard is not None:
+            guard.commit()
 
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         with self._lock:
-            entry = self._tools.pop(run_id, None)
-        if entry is not None:
-            entry[0].finish(error)
-            self._keys.released(entry[1])
+            guard = self._tools.pop(run_id, None)
+        if guard is not None:
+            guard.finish(error)
 
 
 def _as_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:

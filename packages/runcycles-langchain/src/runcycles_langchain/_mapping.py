@@ -206,9 +206,9 @@ class StepKeys:
     (reset when the task's next attempt starts). Outside LangGraph the key is the run's own
     ``run_id`` (stable if the caller passes ``run_id`` in the config).
 
-    A key whose reservation this process released (the attempt failed before the provider
-    answered) is not reused, since the server would replay the released reservation: the next
-    attempt gets ``:retry<k>``.
+    The plugin reserves with :func:`runcycles_core.integration.reserve_model_step`, which turns
+    a repeated key into "already paid" (the earlier attempt committed) or a fresh reservation
+    (the earlier attempt released or expired).
     """
 
     _MAX = 4096
@@ -216,7 +216,6 @@ class StepKeys:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._seq: OrderedDict[tuple[str, ...], int] = OrderedDict()
-        self._released: OrderedDict[str, int] = OrderedDict()
 
     @staticmethod
     def task(metadata: Mapping[str, Any] | None) -> tuple[str, str] | None:
@@ -253,16 +252,7 @@ class StepKeys:
                 self._seq.move_to_end(scope)
                 self._trim(self._seq)
             base = f"lg:{task[0]}:{task[1]}:{kind}:{n}"
-        with self._lock:
-            retries = self._released.get(base)
-        return base if retries is None else f"{base}:retry{retries}"
-
-    def released(self, key: str) -> None:
-        """``key``'s reservation was released: a later attempt must use a fresh one."""
-        base, _, tail = key.partition(":retry")
-        with self._lock:
-            self._released[base] = (int(tail) + 1) if tail.isdigit() else 1
-            self._trim(self._released)
+        return base
 
     def _trim(self, d: OrderedDict[Any, int]) -> None:
         while len(d) > self._MAX:

@@ -13,11 +13,11 @@ from runcycles_core.integration import (
     CyclesSettings,
     ModelCall,
     acommit_usage,
-    amodel_guard,
-    atool_guard,
+    areserve_model_step,
+    areserve_tool_step,
     commit_usage,
-    model_guard,
-    tool_guard,
+    reserve_model_step,
+    reserve_tool_step,
 )
 from runcycles_core.lifecycle import AsyncGuard, Guard
 from runcycles_core.pricing import Usage
@@ -144,26 +144,28 @@ class CyclesMiddleware(AgentMiddleware):
     # -- model calls -----------------------------------------------------------------------------
     def wrap_model_call(self, request: Any, handler: Handler) -> Any:
         call = self._model_call(request)
-        guard = model_guard(self.settings, call).reserve()
+        guard = reserve_model_step(self.settings, call)
+        if guard is None:  # an earlier attempt of this step already paid for this call
+            return handler(request)
         try:
             response = handler(request)
         except BaseException as exc:
-            self._failed(guard, call, exc)
+            self._failed(guard, exc)
             raise
         self._commit(guard, call, self._usage(response))
         return response
 
     async def awrap_model_call(self, request: Any, handler: AsyncHandler) -> Any:
         call = self._model_call(request)
-        guard = await amodel_guard(self.settings, call).reserve()
+        guard = await areserve_model_step(self.settings, call)
+        if guard is None:
+            return await handler(request)
         try:
             response = await handler(request)
         except BaseException as exc:
             if _abandoned(exc):
                 guard.mark_ran()
             await guard.finish(exc)
-            if not guard.ran:
-                self._keys.released(call.idempotency_key or "")
             raise
         usage = self._usage(response)
         if usage is None:
@@ -172,12 +174,10 @@ class CyclesMiddleware(AgentMiddleware):
             await acommit_usage(guard, self.settings, call.model, usage, provider=call.provider)
         return response
 
-    def _failed(self, guard: Guard, call: ModelCall, exc: BaseException) -> None:
+    def _failed(self, guard: Guard, exc: BaseException) -> None:
         if _abandoned(exc):
             guard.mark_ran()
         guard.finish(exc)
-        if not guard.ran:
-            self._keys.released(call.idempotency_key or "")
 
     def _commit(self, guard: Guard, call: ModelCall, usage: Usage | None) -> None:
         if usage is None:
@@ -188,7 +188,7 @@ class CyclesMiddleware(AgentMiddleware):
     # -- tools -----------------------------------------------------------------------------------
     def wrap_tool_call(self, request: Any, handler: Handler) -> Any:
         name, key, subject = self._tool_key(request)
-        guard = tool_guard(self.settings, name, idempotency_key=key, subject=subject)
+        guard = reserve_tool_step(self.settings, name, idempotency_key=key, subject=subject)
         if guard is None:
             return handler(request)
         # Commit the tool's estimate when it returns, release it when it raises.
@@ -197,7 +197,7 @@ class CyclesMiddleware(AgentMiddleware):
 
     async def awrap_tool_call(self, request: Any, handler: AsyncHandler) -> Any:
         name, key, subject = self._tool_key(request)
-        guard: AsyncGuard | None = atool_guard(
+        guard: AsyncGuard | None = await areserve_tool_step(
             self.settings, name, idempotency_key=key, subject=subject
         )
         if guard is None:
