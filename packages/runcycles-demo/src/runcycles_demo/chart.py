@@ -22,13 +22,13 @@ def _dollars(microcents: int) -> float:
 def write_chart(path: Path, runs: Sequence[Run], budget: int) -> Path:
     """Two panels: every run at full scale (the unguarded one dwarfs the rest), and a zoom on
     the budget line where the guarded runs stop. Returns the absolute path written."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: never needs a display
-    import matplotlib.pyplot as plt
+    # A bare Figure renders with Agg and never touches pyplot's global state or a display;
+    # imported here because matplotlib is slow to import and only needed at the end.
+    from matplotlib.figure import Figure
 
     limit = _dollars(budget)
-    fig, (full, zoom) = plt.subplots(1, 2, figsize=(13, 5.2), dpi=110)
+    fig = Figure(figsize=(13, 5.2), dpi=110)
+    full, zoom = fig.subplots(1, 2)
     for i, run in enumerate(runs):
         points = run.cumulative()
         if len(points) < 2:
@@ -83,5 +83,4 @@ def write_chart(path: Path, runs: Sequence[Run], budget: int) -> Path:
     path = path.expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path

@@ -1,0 +1,52 @@
+"""How the demo judges a guarded run: every way the ledger can disagree fails it.
+
+The real server never produces these states (that is the point), so they are built by hand here;
+the end-to-end tests in test_demo.py cover the real runs.
+"""
+
+from __future__ import annotations
+
+import pytest
+from runcycles_demo.ledger import Ledger
+from runcycles_demo.report import Run, enforcement_failures, usd
+from runcycles_demo.runs import Track
+
+BUDGET = 100_000_000
+
+
+def guarded_run(spent: int, ledger: Ledger | None, state: str = "denied") -> Run:
+    track = Track("support-bot", spent=spent, calls=3)
+    track.stop(state, "budget: next reserve denied (BUDGET_EXCEEDED)")
+    return Run("2 guarded", [track], budget=BUDGET, ledger=ledger)
+
+
+def ledger(spent: int, *, reserved: int = 0, debt: int = 0, remaining: int | None = None) -> Ledger:
+    left = BUDGET - spent - reserved - debt if remaining is None else remaining
+    return Ledger("tenant:t", BUDGET, spent, reserved, debt, left)
+
+
+def test_a_run_that_held_passes() -> None:
+    assert enforcement_failures(guarded_run(99_000_000, ledger(99_000_000))) == []
+    assert enforcement_failures(Run("1 unguarded", [Track("a", spent=10**12)])) == []
+
+
+@pytest.mark.parametrize(
+    ("run", "expected"),
+    [
+        (guarded_run(BUDGET + 1, ledger(BUDGET + 1)), "spent $1.00000001 > budget"),
+        (guarded_run(5, ledger(4)), "ledger mismatch: server spent $0.00000004 != charged"),
+        (guarded_run(5, ledger(5, remaining=BUDGET)), "ledger mismatch: remaining"),
+        (guarded_run(5, ledger(5, reserved=7)), "still reserved"),
+        (guarded_run(5, None), "no ledger"),
+        (guarded_run(5, ledger(5), state="error"), "stopped on an error"),
+    ],
+)
+def test_each_broken_invariant_fails_the_run(run: Run, expected: str) -> None:
+    failures = enforcement_failures(run)
+    assert any(expected in f for f in failures), failures
+
+
+def test_usd_is_exact_to_the_microcent() -> None:
+    assert usd(1) == "$0.00000001"
+    assert usd(123_456_789_012) == "$1,234.56789012"
+    assert usd(99_999_999, 2) == "$1.00"
