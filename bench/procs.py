@@ -57,10 +57,27 @@ def background_load(seconds: float = 1.0) -> float:
 
 @dataclass
 class CpuSnapshot:
-    """Cumulative CPU seconds per role at one instant."""
+    """Cumulative CPU seconds at one instant: this process, the machine, each server process."""
 
     at: float
-    by_role: dict[str, float]
+    load: float
+    machine: float
+    per_pid: dict[int, tuple[str, float]]
+
+    def pct_since(self, before: CpuSnapshot) -> dict[str, float]:
+        """Percent of one core per role between ``before`` and this snapshot. Per process, so
+        a child that started meanwhile (an AOF rewrite, a worker) counts from zero and one
+        that exited does not make a role negative."""
+        wall = self.at - before.at
+        used = {"server": 0.0, "redis": 0.0}
+        for pid, (role, cpu) in self.per_pid.items():
+            used[role] = used.get(role, 0.0) + cpu - before.per_pid.get(pid, (role, 0.0))[1]
+        used["load"] = self.load - before.load
+        pct = {role: 100 * v / wall for role, v in used.items()}
+        mine = pct["server"] + pct["redis"] + pct["load"]
+        # What the rest of the machine used meanwhile (other processes: noise in the figures).
+        pct["other"] = max(0.0, 100 * (self.machine - before.machine) / wall - mine)
+        return pct
 
 
 @dataclass
@@ -95,17 +112,15 @@ class Served:
             return "gone"
 
     def cpu(self) -> CpuSnapshot:
-        """CPU seconds (user + system) of the server processes and of redis-server, plus this
-        (load-generating) process."""
-        out = {"server": 0.0, "redis": 0.0}
+        """CPU seconds (user + system) per process of the server tree, plus this
+        (load-generating) process and the whole machine."""
+        per_pid: dict[int, tuple[str, float]] = {}
         for p in self.tree():
             with contextlib.suppress(psutil.NoSuchProcess):
                 t = p.cpu_times()
-                out[self.role(p)] = out.get(self.role(p), 0.0) + t.user + t.system
+                per_pid[p.pid] = (self.role(p), t.user + t.system)
         me = psutil.Process().cpu_times()
-        out["load"] = me.user + me.system
-        out["machine"] = machine_busy_s()
-        return CpuSnapshot(time.monotonic(), out)
+        return CpuSnapshot(time.monotonic(), me.user + me.system, machine_busy_s(), per_pid)
 
     def rss(self) -> dict[str, int]:
         """Resident set size in bytes of the server processes (summed) and redis-server."""

@@ -60,17 +60,6 @@ async def _evalsha_us(store: Store) -> float | None:
     return float(row["usec_per_call"]) if row else None
 
 
-def _cpu_pct(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
-    wall = after.at - before.at
-    pct = {
-        role: 100 * (after.by_role.get(role, 0.0) - before.by_role.get(role, 0.0)) / wall
-        for role in after.by_role
-    }
-    # What the rest of the machine used meanwhile (other processes: noise in the figures).
-    pct["other"] = max(0.0, pct.pop("machine") - pct["server"] - pct["redis"] - pct["load"])
-    return pct
-
-
 @contextlib.asynccontextmanager
 async def _rss_sampler(served: Served, peak: dict[str, int]) -> AsyncIterator[None]:
     async def sample() -> None:
@@ -103,7 +92,7 @@ async def _measure(
             on_start=lambda: marks.append(served.cpu()),
         )
     marks.append(served.cpu())
-    return result, _cpu_pct(marks[0], marks[1]), peak
+    return result, marks[1].pct_since(marks[0]), peak
 
 
 class _Counts:
