@@ -15,6 +15,7 @@ from pathlib import Path
 from PIL import Image
 
 from runcycles_core import CyclesClient, CyclesConfig
+from runcycles_core.models import ReservationStatus
 from runcycles_server_lite.embedded import EmbeddedRedis
 from runcycles_server_lite.testing import running_server
 
@@ -61,9 +62,9 @@ def closing_rows(stdout: str) -> dict[str, dict[str, str]]:
     return rows
 
 
-def persisted_ledger(data_dir: Path, tenant: str) -> tuple[int, int, int, int, int]:
-    """(allocated, spent, reserved, debt, remaining) of ``tenant:<tenant>`` from the store the
-    demo left behind, read through a fresh server."""
+def persisted_ledger(data_dir: Path, tenant: str) -> tuple[tuple[int, ...], int]:
+    """``(allocated, spent, reserved, debt, remaining)`` of ``tenant:<tenant>`` and the number
+    of committed reservations, from the store the demo left behind, through a fresh server."""
     with (
         EmbeddedRedis(data_dir / "store") as redis,
         running_server(data_dir / "reopened", redis_url=redis.url) as srv,
@@ -74,13 +75,19 @@ def persisted_ledger(data_dir: Path, tenant: str) -> tuple[int, int, int, int, i
         )
         with CyclesClient(config) as client:
             (b,) = [b for b in client.iter_balances(tenant=tenant) if b.scope == f"tenant:{tenant}"]
-    return (
+            committed = sum(
+                1
+                for r in client.iter_reservations(tenant=tenant)
+                if r.status is ReservationStatus.COMMITTED
+            )
+    balance = (
         b.allocated.amount if b.allocated else 0,
         b.spent.amount if b.spent else 0,
         b.reserved.amount if b.reserved else 0,
         b.debt.amount if b.debt else 0,
         b.remaining.amount,
     )
+    return balance, committed
 
 
 def test_short_run_holds_and_its_table_matches_the_ledger(tmp_path: Path) -> None:
@@ -99,7 +106,9 @@ def test_short_run_holds_and_its_table_matches_the_ledger(tmp_path: Path) -> Non
     for label, tenant in (("2 guarded", "acme-guarded"), (f"3 parallel x{AGENTS}", "acme-fleet")):
         row = rows[label]
         assert "next reserve denied (BUDGET_EXCEEDED)" in row["stopped by"], row
-        allocated, spent, reserved, debt, remaining = persisted_ledger(tmp_path / "d", tenant)
+        balance, committed = persisted_ledger(tmp_path / "d", tenant)
+        allocated, spent, reserved, debt, remaining = balance
+        assert committed == int(row["calls"])  # one committed reservation per model call
         assert allocated == BUDGET
         assert (reserved, debt) == (0, 0)
         assert remaining == allocated - spent - reserved - debt

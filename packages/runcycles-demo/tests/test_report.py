@@ -6,18 +6,33 @@ the end-to-end tests in test_demo.py cover the real runs.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
-from runcycles_demo.ledger import Ledger
+from runcycles_demo.ledger import Ledger, Reservations
 from runcycles_demo.report import Run, enforcement_failures, usd
 from runcycles_demo.runs import Track
 
 BUDGET = 100_000_000
 
 
-def guarded_run(spent: int, ledger: Ledger | None, state: str = "denied") -> Run:
+def guarded_run(
+    spent: int,
+    ledger: Ledger | None,
+    state: str = "denied",
+    *,
+    charged: int | None = None,
+    committed: int = 3,
+) -> Run:
     track = Track("support-bot", spent=spent, calls=3)
     track.stop(state, "budget: next reserve denied (BUDGET_EXCEEDED)")
-    return Run("2 guarded", [track], budget=BUDGET, ledger=ledger)
+    reservations = Reservations(
+        statuses=Counter({"COMMITTED": committed}),
+        estimated=2 * spent,
+        charged=spent if charged is None else charged,
+        per_agent=Counter({"support-bot": committed}),
+    )
+    return Run("2 guarded", [track], budget=BUDGET, ledger=ledger, reservations=reservations)
 
 
 def ledger(spent: int, *, reserved: int = 0, debt: int = 0, remaining: int | None = None) -> Ledger:
@@ -39,6 +54,8 @@ def test_a_run_that_held_passes() -> None:
         (guarded_run(5, ledger(5, reserved=7)), "still reserved"),
         (guarded_run(5, None), "no ledger"),
         (guarded_run(5, ledger(5), state="error"), "stopped on an error"),
+        (guarded_run(5, ledger(5), charged=6), "reservations charged $0.00000006 != spent"),
+        (guarded_run(5, ledger(5), committed=2), "made 3 calls but the server committed 2"),
     ],
 )
 def test_each_broken_invariant_fails_the_run(run: Run, expected: str) -> None:

@@ -20,7 +20,7 @@ from runcycles_langchain import CyclesCallbackHandler
 
 from .chart import write_chart
 from .display import LiveBoard, closing_table
-from .ledger import Tenant, demo_server, provision, read_ledger
+from .ledger import Tenant, demo_server, provision, read_ledger, read_reservations
 from .report import Run, enforcement_failures, usd
 from .runs import Track, run_agent, run_fleet
 
@@ -160,6 +160,13 @@ def _summary(runs: Sequence[Run], budget: int) -> list[str]:
             f"the server's ledger says spent {usd(led.spent)}, remaining {usd(led.remaining)} "
             f"({agree})."
         )
+        res = run.reservations
+        if res is not None and res.committed:
+            lines.append(
+                f"  {res.committed} reservations committed: {usd(res.estimated, 2)} held in "
+                f"estimates before the calls, {usd(res.charged, 2)} charged for actual usage "
+                "after; each call's unused estimate went straight back to the budget."
+            )
     return lines
 
 
@@ -214,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     guarded.tracks[0], duration_s=args.duration, guards=handler, latency_s=latency
                 )
                 guarded.ledger = read_ledger(g_tenant.config, g_tenant.id)
+                guarded.reservations = read_reservations(g_tenant.config, g_tenant.id)
                 say(_done(guarded))
 
                 say(f"run 3/3: {args.agents} agents in parallel sharing {usd(budget, 2)}")
@@ -227,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     latency_s=latency,
                 )
                 fleet.ledger = read_ledger(f_tenant.config, f_tenant.id)
+                fleet.reservations = read_reservations(f_tenant.config, f_tenant.id)
                 say(_done(fleet))
             for c in clients:
                 c.close()

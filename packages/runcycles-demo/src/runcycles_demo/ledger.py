@@ -7,15 +7,25 @@ from the client's arithmetic: :func:`read_ledger` returns what ``GET /v1/balance
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from runcycles_core import CyclesClient, CyclesConfig
+from runcycles_core.models import ReservationStatus
 from runcycles_server_lite.embedded import EmbeddedRedis
 from runcycles_server_lite.testing import ServerHandle, running_server
 
-__all__ = ["Ledger", "Tenant", "demo_server", "provision", "read_ledger"]
+__all__ = [
+    "Ledger",
+    "Reservations",
+    "Tenant",
+    "demo_server",
+    "provision",
+    "read_ledger",
+    "read_reservations",
+]
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,23 @@ class Ledger:
     def consistent(self) -> bool:
         """The ledger identity ``remaining = allocated - spent - reserved - debt`` holds."""
         return self.remaining == self.allocated - self.spent - self.reserved - self.debt
+
+
+@dataclass(frozen=True)
+class Reservations:
+    """A tenant's reservations as the server lists them (``GET /v1/reservations``)."""
+
+    statuses: Counter[str] = field(default_factory=Counter)
+    #: µ¢ held by the committed reservations before their calls ran (the estimates)
+    estimated: int = 0
+    #: µ¢ the committed reservations charged (the actual usage)
+    charged: int = 0
+    #: committed reservations per subject agent
+    per_agent: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def committed(self) -> int:
+        return self.statuses[ReservationStatus.COMMITTED.value]
 
 
 @contextlib.contextmanager
@@ -84,3 +111,18 @@ def read_ledger(config: CyclesConfig, tenant: str) -> Ledger:
                     remaining=b.remaining.amount,
                 )
     raise LookupError(f"the server reports no budget at {scope}")
+
+
+def read_reservations(config: CyclesConfig, tenant: str) -> Reservations:
+    """Every reservation of ``tenant``, summed by status, estimate and charge."""
+    statuses: Counter[str] = Counter()
+    per_agent: Counter[str] = Counter()
+    estimated = charged = 0
+    with CyclesClient(config) as client:
+        for r in client.iter_reservations(tenant=tenant):
+            statuses[r.status.value] += 1
+            if r.status is ReservationStatus.COMMITTED:
+                estimated += r.reserved.amount
+                charged += r.committed.amount if r.committed else 0
+                per_agent[r.subject.agent or ""] += 1
+    return Reservations(statuses, estimated, charged, per_agent)

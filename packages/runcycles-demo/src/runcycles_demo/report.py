@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 from runcycles_core.pricing import MICROCENTS_PER_USD
 
-from .ledger import Ledger
+from .ledger import Ledger, Reservations
 from .runs import Track
 
 __all__ = ["Run", "enforcement_failures", "usd"]
@@ -29,7 +29,7 @@ class Run:
     budget: int | None = None  # µ¢; None = unguarded
     tenant: str | None = None
     ledger: Ledger | None = None
-    notes: list[str] = field(default_factory=list)
+    reservations: Reservations | None = None
 
     @property
     def calls(self) -> int:
@@ -93,6 +93,8 @@ def enforcement_failures(run: Run) -> list[str]:
       pricing (the plugin commits exactly that);
     - the ledger identity ``remaining = allocated - spent - reserved - debt`` is broken, or a
       hold is still open after every agent stopped;
+    - the committed reservations do not add up to the ledger's spend, or an agent's calls do
+      not match the reservations committed for it (one per call);
     - an agent stopped on an error rather than a denial or the cap.
     """
     if run.budget is None:
@@ -123,4 +125,19 @@ def enforcement_failures(run: Run) -> list[str]:
         )
     if led.reserved:
         out.append(f"{name}: {usd(led.reserved)} still reserved after every agent stopped")
+    res = run.reservations
+    if res is None:
+        out.append(f"{name}: no reservations read from the server")
+        return out
+    if res.charged != led.spent:
+        out.append(
+            f"{name}: ledger mismatch: reservations charged {usd(res.charged)} != spent "
+            f"{usd(led.spent)}"
+        )
+    for t in run.tracks:
+        if res.per_agent[t.name] != t.calls:
+            out.append(
+                f"{name}: {t.name} made {t.calls} calls but the server committed "
+                f"{res.per_agent[t.name]} reservations for it"
+            )
     return out
