@@ -127,15 +127,10 @@ class CyclesMiddleware(AgentMiddleware):
     def _tool_key(self, request: Any) -> tuple[str, str, dict[str, str] | None]:
         config = _run_config()
         metadata = config.get("metadata") or {}
-        call = request.tool_call
-        name = str(call.get("name") or "tool")
-        call_id = call.get("id")
-        # A tool call id is the model's own stable identity for the call.
-        key = (
-            f"lc-tool:{call_id}"
-            if call_id and StepKeys.task(metadata) is None
-            else self._keys.key(metadata, f"tool.{name}", attempt=_attempt(config))
-        )
+        name = str(request.tool_call.get("name") or "tool")
+        # Not the tool call id: models and providers do not keep those unique across runs, and
+        # a collision would make a new call look already paid.
+        key = self._keys.key(metadata, f"tool.{name}", attempt=_attempt(config))
         return name, key, run_overrides(metadata)[0]
 
     def _usage(self, response: Any) -> Usage | None:
