@@ -45,7 +45,10 @@ SCENARIO_TESTS: dict[str, tuple[str, ...]] = {
     "CR-CORE-002": ("test_cr_core_002_expired_commit_falls_back_to_event",),
     "CR-CORE-003": ("test_cr_core_003_heartbeat_transport_failure_is_observable_and_non_fatal",),
     "CR-CORE-004": ("test_cr_core_004_protocol_invalid_success_remains_ambiguous",),
-    "CR-DURABLE-001": ("test_cr_durable_001_journal_precedes_commit_and_survives_kill",),
+    "CR-DURABLE-001": (
+        "test_cr_durable_001_journal_precedes_commit_and_survives_kill",
+        "test_cr_durable_001_async_restart_replays_on_first_settlement",
+    ),
     "CR-DURABLE-002": ("test_cr_durable_002_replayed_expired_commit_switches_durably_to_event",),
     "CR-DURABLE-003": ("test_cr_durable_003_rate_limit_floor_survives_restart",),
     "CR-DURABLE-004": ("test_cr_durable_004_tenant_journal_survives_api_key_rotation",),

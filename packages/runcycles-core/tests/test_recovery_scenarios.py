@@ -660,6 +660,31 @@ def test_cr_durable_001_journal_precedes_commit_and_survives_kill(
     assert t.status(rid) is rc.ReservationStatus.COMMITTED
 
 
+def test_cr_durable_001_async_restart_replays_on_first_settlement(tenant: MakeTenant) -> None:
+    """The async lifecycle after a restart: the new process's first settlement also replays
+    the record the dead one journaled (same key), and each spend lands once."""
+    t = tenant()
+    produced = die_at_first("commit", t, actual=270)
+    assert list(t.journal_files()) == [record_filename(produced.reservation_id)]
+    wire = Wire()
+
+    async def main() -> None:
+        async with t.aclient(wire) as client:  # a fresh process, async this time
+            async with aguard(1_000, client=client, **KIND) as g:
+                g.add_usage(30)
+            assert g.settlement is not None
+            assert g.settlement.settled
+            assert await async_settler_for(client).flush(timeout=10)
+
+    asyncio.run(main())
+    keys = sorted(c.key or "" for c in wire.of("commit"))
+    assert len(keys) == 2
+    assert produced.key in keys
+    assert all(c.status == 200 for c in wire.of("commit"))
+    assert t.journal_files() == {}
+    assert t.ledger() == {"remaining": t.allocated - 300, "reserved": 0, "spent": 300}
+
+
 # -- CR-DURABLE-002 ------------------------------------------------------------------------------
 
 
@@ -892,7 +917,7 @@ def test_cr_durable_006_concurrent_replay_remains_exactly_once(
                 "count": 2,
                 "at": "commit" if journals == "copied" else "start",
             },
-            "delay_commit_s": 0.5 if journals == "shared" else 0,
+            "delay_commit_s": 0.3 if journals == "shared" else 0,
             "evidence": str(tmp_path / f"worker{i}.json"),
         }
         procs.append(
@@ -1073,6 +1098,46 @@ def test_cr_boundary_001_missing_actual_is_surfaced_without_settlement(
     assert wire.choreography() == ["release"]
     assert t.journal_files() == {}
     assert t.ledger() == {"remaining": t.allocated, "reserved": 0, "spent": 0}
+
+
+# -- flush (profile: explicit drain with a bounded wait) ----------------------------------------
+
+
+def test_flush_is_bounded_and_leaves_unresolved_records_intact(tenant: MakeTenant) -> None:
+    """flush() waits at most its timeout and leaves an unresolved record as it was; after the
+    client is closed it returns at once instead of waiting on a worker that has stopped; a
+    later process settles the record once it is due."""
+    t = tenant()
+    body = {"error": "RATE_LIMITED", "message": "slow down", "request_id": "r"}
+    wire = Wire().fail("commit", answer(429, body, {"Retry-After": "2"}))
+    client = t.client(wire)
+    with guard(1_000, client=client, **KIND) as g:
+        g.add_usage(60)
+    assert g.settlement is not None
+    assert g.settlement.pending
+    name = record_filename(g.reservation_id or "")
+    kept = t.journal_files()[name]
+    settler = settler_for(client)
+
+    started = time.monotonic()
+    assert settler.flush(timeout=0.5) is False
+    assert 0.4 <= time.monotonic() - started < 1.5
+    assert t.journal_files() == {name: kept}
+
+    client.close()
+    started = time.monotonic()
+    assert settler.flush(timeout=5) is False
+    assert time.monotonic() - started < 1.5
+    assert t.journal_files()[name]["idempotency_key"] == kept["idempotency_key"]
+    assert t.ledger()["spent"] == 0
+
+    later = Wire()
+    assert settler_for(t.client(later)).flush(timeout=10)
+    (commit,) = later.of("commit")
+    assert commit.key == kept["idempotency_key"]
+    assert commit.at >= kept["next_attempt_at"]
+    assert t.ledger()["spent"] == 60
+    assert t.journal_files() == {}
 
 
 # -- property: what the client committed is what the server spent ---------------------------
