@@ -174,3 +174,32 @@ async def test_sdk_retry_pays_once_with_distinct_attempt_keys(tenant: Tenant) ->
     assert tenant.spent() == priced()
     assert tenant.reserved() == 0
     assert scope.model_key() == "run-retry:turn2"  # the retry did not count as a new turn
+
+
+async def test_replaying_a_named_execution_pays_once(tenant: Tenant) -> None:
+    settings = tenant.settings()
+    for _ in range(2):  # e.g. a workflow engine re-running the same activity
+        inner = ScriptedModel([reply()])
+        agent = Agent(name="a", model=CyclesModel(inner, settings, model_name=MODEL))
+        with cycles_run("order-1234"):
+            assert (await Runner.run(agent, "hello")).final_output == "hi"
+        assert len(inner.calls) == 1
+    assert tenant.spent() == priced()
+    assert tenant.reserved() == 0
+
+
+async def test_per_run_subject_and_dimensions(make_tenant: Any) -> None:
+    tenant = make_tenant({"": 10**9, "workspace:prod/agent:refunds": 10**8})
+    settings = tenant.settings(workspace="prod", dimensions={"team": "core"})
+    agent = Agent(name="a", model=CyclesModel(ScriptedModel([reply()]), settings, model_name=MODEL))
+    with cycles_run(subject={"agent": "refunds"}, dimensions={"customer": "c-9"}):
+        await Runner.run(agent, "hello")
+    assert tenant.spent("/workspace:prod/agent:refunds") == priced()
+    with rc.CyclesClient(tenant.config) as client:
+        (row,) = client.list_reservations().reservations
+    assert row.subject.model_dump(exclude_none=True) == {
+        "tenant": tenant.id,
+        "workspace": "prod",
+        "agent": "refunds",
+        "dimensions": {"team": "core", "customer": "c-9"},
+    }
