@@ -67,3 +67,17 @@ def test_usd_is_exact_to_the_microcent() -> None:
     assert usd(1) == "$0.00000001"
     assert usd(123_456_789_012) == "$1,234.56789012"
     assert usd(99_999_999, 2) == "$1.00"
+
+
+def test_rate_and_budget_crossing_of_a_run() -> None:
+    track = Track("support-bot")
+    track.started = 100.0
+    # Three calls, at 1 s, 2 s and 4 s: 40, 40 and 20 cents.
+    for at, total in ((101.0, 40_000_000), (102.0, 80_000_000), (104.0, 100_000_000)):
+        track.points.append((at, total))
+    track.spent, track.calls, track.ended = 100_000_000, 3, 104.0
+    run = Run("1 unguarded", [track])
+    assert run.per_hour() == 900 * 100_000_000  # $1 per 4 s
+    assert run.crossed(50_000_000) == (2.0, 2)
+    assert run.crossed(100_000_000) is None  # reached, not exceeded
+    assert Run("x", [Track("idle")]).per_hour() == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from runcycles_core.pricing import MICROCENTS_PER_USD
 
-from .report import Run
+from .report import HOURS_PER_MONTH, Run, usd
 
 __all__ = ["write_chart"]
 
@@ -48,13 +48,14 @@ def write_chart(path: Path, runs: Sequence[Run], budget: int) -> Path:
             for ax in (full, zoom):
                 ax.plot(xs[-1], ys[-1], marker="X", markersize=10, color=color)
             continue
-        if xs[-1] > 0:
-            per_hour = ys[-1] / xs[-1] * 3600
+        per_hour = run.per_hour()
+        if per_hour:
             # Below the line, where the full-scale panel is empty.
             full.text(
                 0.97,
                 0.22,
-                f"unguarded: ${per_hour:,.0f} per hour,\n${per_hour * 24 * 30:,.0f} per month",
+                f"unguarded: {usd(per_hour, 0)} per hour,\n"
+                f"{usd(per_hour * HOURS_PER_MONTH, 0)} per month",
                 transform=full.transAxes,
                 ha="right",
                 fontsize=10,

@@ -21,7 +21,7 @@ from runcycles_langchain import CyclesCallbackHandler
 from .chart import write_chart
 from .display import LiveBoard, closing_table
 from .ledger import Tenant, demo_server, provision, read_ledger, read_reservations
-from .report import Run, enforcement_failures, usd
+from .report import HOURS_PER_MONTH, Run, enforcement_failures, usd
 from .runs import Track, run_agent, run_fleet
 
 __all__ = ["main"]
@@ -142,13 +142,18 @@ def _guards(tenant: Tenant, clients: list[CyclesClient]) -> CyclesCallbackHandle
 def _summary(runs: Sequence[Run], budget: int) -> list[str]:
     lines: list[str] = []
     free = runs[0]
-    seconds = free.elapsed()
-    if seconds > 0 and free.spent:
-        per_hour = Decimal(free.spent) / Decimal(seconds) * 3600
+    per_hour = free.per_hour()
+    if per_hour:
+        crossed = free.crossed(budget)
+        passed = (
+            f"; it passed {usd(budget, 2)} after {crossed[1]} calls, {crossed[0]:.1f} s in"
+            if crossed
+            else ""
+        )
         lines.append(
-            f"Unguarded, one agent spent {usd(free.spent, 2)} in {seconds:.1f} s "
-            f"({free.calls} calls): {usd(int(per_hour), 0)} per hour, "
-            f"{usd(int(per_hour * 24 * 30), 0)} per month at this rate, until someone notices."
+            f"Unguarded, one agent spent {usd(free.spent, 2)} in {free.elapsed():.1f} s "
+            f"({free.calls} calls){passed}. At this rate: {usd(per_hour, 0)} per hour, "
+            f"{usd(per_hour * HOURS_PER_MONTH, 0)} per month, until someone notices."
         )
     for run in runs[1:]:
         led = run.ledger
@@ -163,9 +168,9 @@ def _summary(runs: Sequence[Run], budget: int) -> list[str]:
         res = run.reservations
         if res is not None and res.committed:
             lines.append(
-                f"  {res.committed} reservations committed: {usd(res.estimated, 2)} held in "
-                f"estimates before the calls, {usd(res.charged, 2)} charged for actual usage "
-                "after; each call's unused estimate went straight back to the budget."
+                f"  {res.committed} reservations: {usd(res.estimated, 2)} reserved as estimates "
+                f"before the calls, {usd(res.charged, 2)} committed as actual usage after them "
+                "(the rest went back to the budget)."
             )
     return lines
 

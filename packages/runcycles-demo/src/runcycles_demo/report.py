@@ -13,6 +13,8 @@ from .runs import Track
 
 __all__ = ["Run", "enforcement_failures", "usd"]
 
+HOURS_PER_MONTH = 24 * 30
+
 
 def usd(microcents: int, places: int = 8) -> str:
     """``$1.23456789``: µ¢ as dollars, exact at the default 8 places."""
@@ -65,6 +67,20 @@ class Run:
     def stopped_by(self) -> str:
         reasons = sorted({t.stopped_by for t in self.tracks if t.stopped_by})
         return "; ".join(reasons)
+
+    def per_hour(self) -> int:
+        """µ¢ per hour at this run's average rate (0 before it has spent anything)."""
+        seconds = self.elapsed()
+        if seconds <= 0 or not self.spent:
+            return 0
+        return int(Decimal(self.spent) * 3600 / Decimal(seconds))
+
+    def crossed(self, amount: int) -> tuple[float, int] | None:
+        """(seconds, calls) when the run's spend first exceeded ``amount``, if it did."""
+        for calls, (at, total) in enumerate(self.cumulative()):
+            if total > amount:
+                return at, calls
+        return None
 
     def cumulative(self) -> list[tuple[float, int]]:
         """(seconds since the run started, µ¢ spent by all its agents) after each call."""
