@@ -130,7 +130,7 @@ def langchain(session: nox.Session, bound: str) -> None:
     install = ["-e", CORE, "-e", SERVER, "-e", TESTING, "-e", f"{LANGCHAIN}[test]"]
     if bound == "oldest":
         oldest = f"{LANGCHAIN}/tests/requirements.oldest.txt"
-        session.install("mypy>=1.13,<2", *install, "-r", oldest)
+        session.install(*install, "-r", oldest)
     else:
         session.install("mypy>=1.13,<2", *install)
         session.install("--upgrade", "langchain-core", "langchain", "langgraph")
