@@ -264,3 +264,16 @@ def test_list_pages_across_index_chunks_and_equal_timestamps(mk: TenantFactory) 
         assert len(seen) == 260
         assert set(seen) == set(made)
         assert created == sorted(created, reverse=direction == "desc")
+
+
+def test_window_offsets_survive_an_unencoded_plus(mk: TenantFactory) -> None:
+    t = mk({"": 1000})
+    rid = t.reserve_ok(1)
+    created = int(t.raw_reservation(rid)["created_at"])
+    iso = dt.datetime.fromtimestamp(created / 1000, tz=dt.timezone.utc).isoformat()
+    assert iso.endswith("+00:00")
+    # A client that forgot to percent-encode "+" sends a space instead.
+    raw = iso.replace("+", " ")
+    r = t.http.get(f"/v1/reservations?from={raw}")
+    assert r.status_code == 200, r.text
+    assert [x["reservation_id"] for x in r.json()["reservations"]] == [rid]

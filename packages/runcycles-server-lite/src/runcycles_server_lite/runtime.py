@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import re
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from datetime import datetime, timezone
@@ -72,6 +73,7 @@ SORT_KEYS = (
 )
 MAX_PAGE = 200
 _LIST_CHUNK = 250
+_SPACE_OFFSET = re.compile(r" (\d{2}:?\d{2})$")
 DEFAULT_PAGE = 50
 
 
@@ -410,6 +412,8 @@ def _iso_ms(request: Request, name: str) -> int | None:
     raw = request.query_params.get(name, "").strip()
     if not raw:
         return None
+    # An unencoded "+hh:mm" offset arrives as " hh:mm" after query-string decoding.
+    raw = _SPACE_OFFSET.sub(r"+\1", raw)
     try:
         dt = datetime.fromisoformat(raw.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
