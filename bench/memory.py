@@ -22,15 +22,33 @@ class MemoryReport:
     reservations: int
     bytes_per_active: float  # INFO used_memory delta / N after N reserves
     bytes_per_finalized: float  # the same after committing them all
-    key_bytes: dict[str, int]  # MEMORY USAGE of one sample of each key kind
+    keys_per_active: float  # MEMORY USAGE of every key the N reserves created, / N
+    keys_per_finalized: float  # the same after committing them all
     retention_setting_ms: int
     reservation_pttl_ms: int  # measured on a committed reservation
     idempotency_pttl_ms: int  # measured on its reserve idempotency record
 
 
 async def _used_memory(store: Store) -> int:
+    # A background AOF rewrite or save holds buffers that used_memory counts: wait it out.
+    for _ in range(100):
+        p: dict[str, Any] = await store.redis.info("persistence")
+        if not int(p.get("aof_rewrite_in_progress", 0)) and not int(
+            p.get("rdb_bgsave_in_progress", 0)
+        ):
+            break
+        await asyncio.sleep(0.1)
     info: dict[str, Any] = await store.redis.info("memory")
     return int(info["used_memory"])
+
+
+async def _keys_bytes(store: Store, keys: list[str]) -> int:
+    """Exact MEMORY USAGE (every element counted) summed over ``keys``."""
+    async with store.redis.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.memory_usage(key, samples=0)
+        sizes: list[int | None] = await pipe.execute()
+    return sum(s or 0 for s in sizes)
 
 
 async def _measure(served: Served, n: int, listpack_value: int | None) -> MemoryReport:
@@ -56,21 +74,17 @@ async def _measure(served: Served, n: int, listpack_value: int | None) -> Memory
                 idems.append(body["idempotency_key"])
             active = await _used_memory(store)
             k = store.keys
-            sample = {
-                "reservation (active)": await store.redis.memory_usage(
-                    k.reservation(tenant, rids[0])
-                ),
-                "reserve idempotency record": await store.redis.memory_usage(
-                    k.idempotency(tenant, "reserve", idems[0])
-                ),
-            }
+            # A fresh tenant: its two index ZSETs hold only these reservations, so count whole.
+            indexes = [k.reservation_index(tenant), k.reservation_expiry(tenant)]
+            per_res = [k.reservation(tenant, r) for r in rids] + [
+                k.idempotency(tenant, "reserve", i) for i in idems
+            ]
+            keys_active = await _keys_bytes(store, per_res + indexes)
             for rid in rids:
                 c = await http.post(f"/v1/reservations/{rid}/commit", content=wl.commit_body())
                 c.raise_for_status()
             finalized = await _used_memory(store)
-            sample["reservation (committed)"] = await store.redis.memory_usage(
-                k.reservation(tenant, rids[0])
-            )
+            keys_finalized = await _keys_bytes(store, per_res + indexes)
             res_pttl = int(await store.redis.pttl(k.reservation(tenant, rids[0])))
             idem_pttl = int(await store.redis.pttl(k.idempotency(tenant, "reserve", idems[0])))
     finally:
@@ -82,7 +96,8 @@ async def _measure(served: Served, n: int, listpack_value: int | None) -> Memory
         reservations=n,
         bytes_per_active=(active - base) / n,
         bytes_per_finalized=(finalized - base) / n,
-        key_bytes={name: int(v or 0) for name, v in sample.items()},
+        keys_per_active=keys_active / n,
+        keys_per_finalized=keys_finalized / n,
         retention_setting_ms=Settings().finalized_retention_ms,
         reservation_pttl_ms=res_pttl,
         idempotency_pttl_ms=idem_pttl,
