@@ -338,6 +338,15 @@ def targets_table(rows: list[sl.Row], variants: list[client_overhead.Variant]) -
             tab.add(
                 "vs hello-world at 50 clients", ">= 0.6", f"{x:.2f}", "yes" if x >= 0.6 else "no"
             )
+            hello_us = hello.cpu_pct.get("server", 0) / 100 / max(hello.result.ops_per_s, 1e-9)
+            if server_us > 0 and hello_us > 0:
+                y = hello_us * 1e6 / server_us
+                tab.add(
+                    "  by server CPU per request (hello ÷ reserve)",
+                    ">= 0.6",
+                    f"{y:.2f} ({hello_us * 1e6:.0f} vs {server_us:.0f} µs)",
+                    "yes" if y >= 0.6 else "no",
+                )
     singles = [r for r in rows if r.target == sl.RESERVE and r.clients == 1]
     r1 = min(singles, key=lambda r: r.result.pct_ms(0.99), default=None)
     if r1:
