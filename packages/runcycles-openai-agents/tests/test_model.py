@@ -178,12 +178,27 @@ async def test_sdk_retry_pays_once_with_distinct_attempt_keys(tenant: Tenant) ->
 
 async def test_replaying_a_named_execution_pays_once(tenant: Tenant) -> None:
     settings = tenant.settings()
-    for _ in range(2):  # e.g. a workflow engine re-running the same activity
-        inner = ScriptedModel([reply()])
+    # e.g. a workflow engine re-running the same activity: the model answers again, with
+    # different usage this time, and the step is still paid once.
+    for step in (reply(), reply(input_tokens=900, cached=0)):
+        inner = ScriptedModel([step])
         agent = Agent(name="a", model=CyclesModel(inner, settings, model_name=MODEL))
         with cycles_run("order-1234"):
             assert (await Runner.run(agent, "hello")).final_output == "hi"
         assert len(inner.calls) == 1
+    assert tenant.spent() == priced()
+    assert tenant.reserved() == 0
+
+
+async def test_replaying_a_failed_execution_reserves_afresh(tenant: Tenant) -> None:
+    settings = tenant.settings()
+    failing = ScriptedModel([ModelStep(error=RuntimeError("provider down"))])
+    agent = Agent(name="a", model=CyclesModel(failing, settings, model_name=MODEL))
+    with cycles_run("order-77"), pytest.raises(RuntimeError):
+        await Runner.run(agent, "hello")
+    agent = Agent(name="a", model=CyclesModel(ScriptedModel([reply()]), settings, model_name=MODEL))
+    with cycles_run("order-77"):
+        await Runner.run(agent, "hello")
     assert tenant.spent() == priced()
     assert tenant.reserved() == 0
 

@@ -37,8 +37,8 @@ from runcycles_core.integration import (
     CyclesSettings,
     ModelCall,
     acommit_usage,
-    amodel_guard,
-    atool_guard,
+    areserve_model_step,
+    areserve_tool_step,
 )
 from runcycles_core.lifecycle import AsyncGuard, GuardState
 
@@ -46,7 +46,7 @@ from ._model import (
     CyclesModel,
     _provider_of,
     discover_model_name,
-    reserve_settling_on_cancel,
+    reserve_step,
     uncancellable,
 )
 from ._scope import current_scope
@@ -149,20 +149,23 @@ class CyclesRunHooks(RunHooks[Any]):
         name, provider = self._model_of(agent)
         scope = current_scope()
         messages = request_messages(system_prompt, input_items)
-        guard = amodel_guard(
-            self.settings,
-            ModelCall(
-                model=name,
-                provider=provider,
-                messages=messages,
-                max_output_tokens=agent.model_settings.max_tokens,
-                idempotency_key=scope.model_key(),
-                subject=scope.subject,
-                dimensions=scope.dimensions,
-                metadata=scope.metadata,
-            ),
+        guard = await reserve_step(
+            areserve_model_step(
+                self.settings,
+                ModelCall(
+                    model=name,
+                    provider=provider,
+                    messages=messages,
+                    max_output_tokens=agent.model_settings.max_tokens,
+                    idempotency_key=scope.model_key(),
+                    subject=scope.subject,
+                    dimensions=scope.dimensions,
+                    metadata=scope.metadata,
+                ),
+            )
         )
-        await reserve_settling_on_cancel(guard)
+        if guard is None:  # a replay of a step an earlier attempt already paid for
+            return
         self._push(("llm", id(context)), guard, messages)
 
     async def on_llm_end(
@@ -192,15 +195,16 @@ class CyclesRunHooks(RunHooks[Any]):
         self, context: RunContextWrapper[Any], agent: Agent[Any], tool: Tool
     ) -> None:
         scope = current_scope()
-        guard = atool_guard(
-            self.settings,
-            tool.name,
-            idempotency_key=scope.tool_key(getattr(context, "tool_call_id", None)),
-            subject=scope.subject,
+        guard = await reserve_step(
+            areserve_tool_step(
+                self.settings,
+                tool.name,
+                idempotency_key=scope.tool_key(getattr(context, "tool_call_id", None)),
+                subject=scope.subject,
+            )
         )
-        if guard is None:
+        if guard is None:  # not budgeted, or a replayed call already paid for
             return
-        await reserve_settling_on_cancel(guard)
         self._push(self._tool_key(context, tool), guard, [])
 
     async def on_tool_end(

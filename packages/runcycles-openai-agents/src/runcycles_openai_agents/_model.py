@@ -14,7 +14,6 @@ model is called, and settled in ``finally``:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
@@ -29,7 +28,12 @@ from agents.tool import Tool
 from openai.types.responses.response_prompt_param import ResponsePromptParam
 
 from runcycles_core import BudgetExceededError as CoreBudgetExceededError
-from runcycles_core.integration import CyclesSettings, ModelCall, acommit_usage, amodel_guard
+from runcycles_core.integration import (
+    CyclesSettings,
+    ModelCall,
+    acommit_usage,
+    areserve_model_step,
+)
 from runcycles_core.lifecycle import AsyncGuard, GuardState
 from runcycles_core.pricing import Usage
 
@@ -70,16 +74,19 @@ async def uncancellable(operation: Awaitable[T]) -> T:
         raise
 
 
-async def reserve_settling_on_cancel(guard: AsyncGuard) -> None:
-    """``await guard.reserve()``; if the caller is cancelled meanwhile, the request still
-    completes (the server may already hold the estimate) and the hold is returned."""
-    task = asyncio.ensure_future(guard.reserve())
+async def reserve_step(reserve: Awaitable[AsyncGuard | None]) -> AsyncGuard | None:
+    """Await a step reservation (None: an earlier attempt of this step already paid); if the
+    caller is cancelled meanwhile, the request still completes (the server may already hold
+    the estimate) and the hold is returned."""
+    task = asyncio.ensure_future(reserve)
     try:
-        await asyncio.shield(task)
+        return await asyncio.shield(task)
     except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await task
-        await uncancellable(guard.release("cancelled_while_reserving"))
+        await asyncio.wait({task})
+        if not task.cancelled() and task.exception() is None:
+            guard = task.result()
+            if guard is not None:
+                await uncancellable(guard.release("cancelled_while_reserving"))
         raise
 
 
@@ -127,13 +134,13 @@ class CyclesModel(Model):
         return f"CyclesModel({self.inner!r}, model_name={self.model_name!r})"
 
     # -- guard ---------------------------------------------------------------------------------
-    def _guard(
+    def _reserve(
         self,
         scope: RunScope,
         key: str,
         messages: list[Any],
         model_settings: ModelSettings,
-    ) -> AsyncGuard:
+    ) -> Awaitable[AsyncGuard | None]:
         call = ModelCall(
             model=self.model_name,
             provider=self.provider,
@@ -144,7 +151,7 @@ class CyclesModel(Model):
             dimensions=scope.dimensions,
             metadata=scope.metadata,
         )
-        return amodel_guard(self.settings, call)
+        return reserve_step(areserve_model_step(self.settings, call))
 
     @staticmethod
     def _capped(guard: AsyncGuard, model_settings: ModelSettings) -> ModelSettings:
@@ -187,8 +194,20 @@ class CyclesModel(Model):
         scope = current_scope()
         key = scope.model_key(input)
         messages = request_messages(system_instructions, input, tools)
-        guard = self._guard(scope, key, messages, model_settings)
-        await reserve_settling_on_cancel(guard)
+        guard = await self._reserve(scope, key, messages, model_settings)
+        if guard is None:  # a replay of a step an earlier attempt already paid for
+            return await self.inner.get_response(
+                system_instructions,
+                input,
+                model_settings,
+                tools,
+                output_schema,
+                handoffs,
+                tracing,
+                previous_response_id=previous_response_id,
+                conversation_id=conversation_id,
+                prompt=prompt,
+            )
         try:
             response = await self.inner.get_response(
                 system_instructions,
@@ -230,8 +249,22 @@ class CyclesModel(Model):
         scope = current_scope()
         key = scope.model_key(input)
         messages = request_messages(system_instructions, input, tools)
-        guard = self._guard(scope, key, messages, model_settings)
-        await reserve_settling_on_cancel(guard)
+        guard = await self._reserve(scope, key, messages, model_settings)
+        if guard is None:  # a replay of a step an earlier attempt already paid for
+            async for event in self.inner.stream_response(
+                system_instructions,
+                input,
+                model_settings,
+                tools,
+                output_schema,
+                handoffs,
+                tracing,
+                previous_response_id=previous_response_id,
+                conversation_id=conversation_id,
+                prompt=prompt,
+            ):
+                yield event
+            return
         seen: list[Any] = []
         reason = "stream_closed_before_first_event"
         stream = self.inner.stream_response(
