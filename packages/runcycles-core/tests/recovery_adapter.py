@@ -19,11 +19,18 @@ mapping that matches nothing, or a skipped test, cannot pass. On failure ``passe
 ``diagnostic`` says why. Pytest's output and every other diagnostic go to stderr. The interpreter
 running the adapter must have runcycles-core and runcycles-server-lite with their ``[test]``
 extras installed (``.nox/core/bin/python`` after ``python -m nox -s core``).
+
+Report mode: with ``RUNCYCLES_RECOVERY_JUNIT`` set to one or more JUnit XML reports (joined with
+``os.pathsep``) of a pytest run of this checkout's ``tests/test_recovery_scenarios.py``, the
+adapter does not run pytest again; it attests the test cases of that run, with the same rules
+(every bound function present, nothing failed, errored or skipped). CI can run the suite once with
+``--junitxml`` and then the conformance runner in report mode.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -35,6 +42,9 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 REPO_PREFIX = "packages/runcycles-core/"
 MODULE = "tests/test_recovery_scenarios.py"
 INPUT_FIELDS = frozenset({"id", "level", "name", "precondition", "faults"})
+REPORT_ENV = "RUNCYCLES_RECOVERY_JUNIT"
+# pytest's JUnit "classname" of the test cases in MODULE.
+CLASSNAME = MODULE.removesuffix(".py").replace("/", ".")
 
 # Scenario id -> the test functions in MODULE that assert its choreography and assertions.
 SCENARIO_TESTS: dict[str, tuple[str, ...]] = {
@@ -85,54 +95,72 @@ def _check_input(scenario_id: str, stdin_text: str) -> str | None:
     return None
 
 
-def _executed(junit_xml: Path) -> list[tuple[str, str | None]]:
-    """(test name incl. parameters, problem or None) for every test case pytest reported."""
+def _executed(reports: list[Path], functions: tuple[str, ...]) -> list[tuple[str, str | None]]:
+    """(test name incl. parameters, problem or None) for each reported case of ``functions``."""
     cases = []
-    for case in ET.parse(junit_xml).getroot().iter("testcase"):
-        problem = None
-        for tag in ("failure", "error", "skipped"):
-            node = case.find(tag)
-            if node is not None:
-                problem = f"{tag}: {node.get('message', '')}"[:500]
-        cases.append((case.get("name", ""), problem))
+    for report in reports:
+        for case in ET.parse(report).getroot().iter("testcase"):
+            name = case.get("name", "")
+            if case.get("classname") != CLASSNAME or name.split("[")[0] not in functions:
+                continue
+            problem = None
+            for tag in ("failure", "error", "skipped"):
+                node = case.find(tag)
+                if node is not None:
+                    problem = f"{tag}: {node.get('message', '')}"[:500]
+            cases.append((name, problem))
     return cases
 
 
+def _run_pytest(functions: tuple[str, ...], junit: Path) -> int:
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={junit}",
+        *(f"{MODULE}::{fn}" for fn in functions),
+    ]
+    proc = subprocess.run(
+        cmd, cwd=PACKAGE_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    sys.stderr.write(proc.stdout)
+    return proc.returncode
+
+
 def run(scenario_id: str, stdin_text: str) -> dict[str, Any]:
-    """Run the native tests of ``scenario_id``; the runner's JSON result."""
+    """Run (or, in report mode, look up) the native tests of ``scenario_id``; the runner's
+    JSON result."""
     wrong = _check_input(scenario_id, stdin_text)
     if wrong:
         return _fail(scenario_id, wrong)
     functions = SCENARIO_TESTS.get(scenario_id)
     if functions is None:
         return _fail(scenario_id, "no native test is bound to this scenario id")
-    with tempfile.TemporaryDirectory(prefix="recovery-adapter-") as tmp:
-        junit = Path(tmp) / "junit.xml"
-        cmd = [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            f"--junitxml={junit}",
-            *(f"{MODULE}::{fn}" for fn in functions),
-        ]
-        proc = subprocess.run(
-            cmd, cwd=PACKAGE_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        sys.stderr.write(proc.stdout)
-        cases = _executed(junit) if junit.exists() else []
-    native = [f"{REPO_PREFIX}{MODULE}::{name}" for name, _ in cases]
-    problems = [f"{name}: {problem}" for name, problem in cases if problem]
-    missing = [fn for fn in functions if not any(n.split("[")[0] == fn for n, _ in cases)]
-    if proc.returncode != 0 or problems or missing or not cases:
-        why = "; ".join(
-            problems
-            + [f"{fn} did not run" for fn in missing]
-            + [f"pytest exited {proc.returncode}"]
-        )
-        return _fail(scenario_id, why, native)
+    problems: list[str] = []
+    reports_env = os.environ.get(REPORT_ENV)
+    if reports_env:
+        reports = [Path(p) for p in reports_env.split(os.pathsep) if p]
+        absent = [str(p) for p in reports if not p.is_file()]
+        if absent:
+            return _fail(scenario_id, f"no such JUnit report: {', '.join(absent)}")
+        cases = _executed(reports, functions)
+    else:
+        with tempfile.TemporaryDirectory(prefix="recovery-adapter-") as tmp:
+            junit = Path(tmp) / "junit.xml"
+            code = _run_pytest(functions, junit)
+            cases = _executed([junit], functions) if junit.exists() else []
+        if code != 0:
+            problems.append(f"pytest exited {code}")
+    native = list(dict.fromkeys(f"{REPO_PREFIX}{MODULE}::{name}" for name, _ in cases))
+    problems += [f"{name}: {problem}" for name, problem in cases if problem]
+    problems += [
+        f"{fn} did not run" for fn in functions if not any(n.split("[")[0] == fn for n, _ in cases)
+    ]
+    if problems:
+        return _fail(scenario_id, "; ".join(problems), native)
     return {"scenario_id": scenario_id, "passed": True, "native_tests": native}
 
 

@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import secrets
 import shutil
 import subprocess
@@ -45,7 +46,7 @@ from runcycles_core.lifecycle import GuardState, HeartbeatFailure
 from runcycles_core.settlement import _principal, async_settler_for, journal_for, settler_for
 
 from .conftest import SPEC_DIR
-from .recovery_adapter import SCENARIO_TESTS
+from .recovery_adapter import MODULE, REPORT_ENV, SCENARIO_TESTS
 from .recovery_child import EXIT_KILLED, op_of
 
 CHILD = Path(__file__).with_name("recovery_child.py")
@@ -1249,15 +1250,44 @@ def _slug(scenario_id: str) -> str:
     return "test_" + scenario_id.lower().replace("-", "_") + "_"
 
 
-def _adapter(scenario_id: str, stdin: dict[str, Any]) -> tuple[int, str, str]:
+def _adapter(
+    scenario_id: str, stdin: dict[str, Any], report: str | None = None
+) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if k != REPORT_ENV}
+    if report is not None:
+        env[REPORT_ENV] = report
     proc = subprocess.run(
         [sys.executable, str(ADAPTER), scenario_id],
         input=json.dumps(stdin),
         capture_output=True,
         text=True,
         timeout=300,
+        env=env,
     )
     return proc.returncode, proc.stdout, proc.stderr
+
+
+def _check_result(scenario_id: str, code: int, out: str, err: str) -> list[str]:
+    """The runner's checks on one adapter result; returns the native tests it names."""
+    assert code == 0, err[-3000:]
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) == 1, out
+    result = json.loads(lines[0])
+    assert set(result) == {"scenario_id", "passed", "native_tests"}, (result, err[-3000:])
+    assert result["scenario_id"] == scenario_id
+    assert result["passed"] is True
+    native: list[str] = result["native_tests"]
+    assert native
+    assert len(set(native)) == len(native)
+    prefix = f"packages/runcycles-core/tests/test_recovery_scenarios.py::{_slug(scenario_id)}"
+    assert all(n.startswith(prefix) for n in native), native
+    # Every bound function really ran (each parametrization is listed on its own).
+    assert {n.split("::", 1)[1].split("[")[0] for n in native} == set(SCENARIO_TESTS[scenario_id])
+    return native
+
+
+def _inputs(scenario: dict[str, Any]) -> dict[str, Any]:
+    return {k: scenario[k] for k in INPUTS}
 
 
 def test_adapter_binds_every_catalog_scenario_to_tests_here() -> None:
@@ -1273,51 +1303,88 @@ def test_adapter_binds_every_catalog_scenario_to_tests_here() -> None:
             assert callable(globals()[fn])
 
 
-def test_recovery_adapter_runs_every_scenario() -> None:
-    """What the shared runner does: one fresh adapter process per scenario with only the inputs
-    on stdin, one JSON result on stdout naming the exact native tests that ran and passed."""
+def test_recovery_adapter_attests_every_scenario(tmp_path: Path) -> None:
+    """What the shared runner does, for every catalog scenario: a fresh adapter process with
+    only the scenario's inputs on stdin, one JSON result on stdout naming the exact native tests
+    that ran and passed.
+
+    The bound tests run once, in three pytest processes side by side (mostly they wait: on
+    leases, Retry-After, child processes); the adapter attests from their JUnit reports
+    (report mode), so the scenarios are not executed twelve more times.
+    """
+    catalog = _catalog()
+    groups = [catalog[i::3] for i in range(3)]
+
+    def execute(i: int) -> str:
+        junit = tmp_path / f"junit-{i}.xml"
+        nodes = [f"{MODULE}::{fn}" for s in groups[i] for fn in SCENARIO_TESTS[s["id"]]]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={junit}",
+        ]
+        proc = subprocess.run(
+            [*cmd, *nodes],
+            cwd=ADAPTER.parents[1],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        return str(junit)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        reports = os.pathsep.join(pool.map(execute, range(3)))
+    native: list[str] = []
+    for scenario in catalog:
+        code, out, err = _adapter(scenario["id"], _inputs(scenario), report=reports)
+        native += _check_result(scenario["id"], code, out, err)
+    assert len(set(native)) == len(native)  # no test is claimed by two scenarios
+
+
+def test_recovery_adapter_executes_the_scenario_tests_itself() -> None:
+    """Without a report the adapter runs the bound tests (here: CR-DURABLE-005) in pytest."""
+    (scenario,) = [s for s in _catalog() if s["id"] == "CR-DURABLE-005"]
+    code, out, err = _adapter("CR-DURABLE-005", _inputs(scenario))
+    assert _check_result("CR-DURABLE-005", code, out, err) == [
+        "packages/runcycles-core/tests/test_recovery_scenarios.py::"
+        "test_cr_durable_005_corrupt_or_unsupported_record_is_quarantined"
+    ]
+    assert "1 passed" in err
+
+
+def test_recovery_adapter_fails_what_it_cannot_attest(tmp_path: Path) -> None:
+    """Unbound ids, stdin for another scenario or with oracle fields, and reports in which a
+    bound test failed or is missing all yield ``passed: false`` with a diagnostic."""
     catalog = _catalog()
 
-    def invoke(scenario: dict[str, Any]) -> tuple[int, str, str]:
-        return _adapter(scenario["id"], {k: scenario[k] for k in INPUTS})
+    def result(scenario_id: str, stdin: dict[str, Any], report: str | None = None) -> Any:
+        code, out, _ = _adapter(scenario_id, stdin, report)
+        assert code == 0
+        parsed = json.loads(out)
+        assert parsed["scenario_id"] == scenario_id
+        assert parsed["passed"] is False
+        return parsed
 
-    # Mostly waiting (leases, Retry-After, child processes): run them side by side.
-    with ThreadPoolExecutor(max_workers=6) as pool:
-        outcomes = list(pool.map(invoke, catalog))
-    for scenario, (code, out, err) in zip(catalog, outcomes, strict=True):
-        assert code == 0, err[-3000:]
-        lines = [line for line in out.splitlines() if line.strip()]
-        assert len(lines) == 1, out
-        result = json.loads(lines[0])
-        assert set(result) == {"scenario_id", "passed", "native_tests"}, err[-3000:]
-        assert result["scenario_id"] == scenario["id"]
-        assert result["passed"] is True
-        native = result["native_tests"]
-        assert native
-        assert len(set(native)) == len(native)
-        prefix = (
-            f"packages/runcycles-core/tests/test_recovery_scenarios.py::{_slug(scenario['id'])}"
-        )
-        assert all(n.startswith(prefix) for n in native), native
-        # Every bound function really ran (each parametrization is listed on its own).
-        ran = {n.split("::", 1)[1].split("[")[0] for n in native}
-        assert ran == set(SCENARIO_TESTS[scenario["id"]])
-
-
-def test_recovery_adapter_fails_unbound_or_mismatched_scenarios() -> None:
     unbound = {"id": "CR-CORE-999", "level": "core", "name": "x", "precondition": "p", "faults": []}
-    code, out, _ = _adapter("CR-CORE-999", unbound)
-    result = json.loads(out)
-    assert code == 0
-    assert (result["scenario_id"], result["passed"]) == ("CR-CORE-999", False)
-    assert "no native test" in result["diagnostic"]
+    assert "no native test" in result("CR-CORE-999", unbound)["diagnostic"]
+    assert "not 'CR-CORE-001'" in result("CR-CORE-001", _inputs(catalog[1]))["diagnostic"]
+    assert "not scenario inputs" in result("CR-CORE-001", dict(catalog[0]))["diagnostic"]
 
-    other = {k: v for k, v in _catalog()[1].items() if k in INPUTS}
-    code, out, _ = _adapter("CR-CORE-001", other)
-    result = json.loads(out)
-    assert (result["scenario_id"], result["passed"]) == ("CR-CORE-001", False)
-    assert "not 'CR-CORE-001'" in result["diagnostic"]
-
-    oracle = dict(_catalog()[0])  # with the runner-owned oracle fields
-    code, out, _ = _adapter("CR-CORE-001", oracle)
-    assert json.loads(out)["passed"] is False
+    fn = SCENARIO_TESTS["CR-CORE-002"][0]
+    failed = tmp_path / "failed.xml"
+    failed.write_text(
+        '<testsuites><testsuite name="pytest">'
+        f'<testcase classname="tests.test_recovery_scenarios" name="{fn}">'
+        '<failure message="assert 410 == 201"/></testcase>'
+        "</testsuite></testsuites>"
+    )
+    verdict = result("CR-CORE-002", _inputs(catalog[1]), str(failed))
+    assert "assert 410 == 201" in verdict["diagnostic"]
+    assert verdict["native_tests"] == [f"packages/runcycles-core/{MODULE}::{fn}"]
+    missing = result("CR-CORE-003", _inputs(catalog[2]), str(failed))
+    assert "did not run" in missing["diagnostic"]
