@@ -939,7 +939,7 @@ def test_cr_durable_006_concurrent_replay_remains_exactly_once(
     assert all(r["op"] == "commit" for w in workers for r in w["requests"])
     if journals == "copied":
         # Both were released by the barrier and sent together.
-        assert abs(commits[0]["sent_at"] - commits[1]["sent_at"]) < 0.5
+        assert abs(commits[0]["sent_at"] - commits[1]["sent_at"]) < 1.0
     # terminal_record_is_removed (from every journal)
     assert [w["flushed"] for w in workers] == [True, True]
     for w, d in zip(workers, dirs, strict=True):
@@ -1099,6 +1099,46 @@ def test_cr_boundary_001_missing_actual_is_surfaced_without_settlement(
     assert wire.choreography() == ["release"]
     assert t.journal_files() == {}
     assert t.ledger() == {"remaining": t.allocated, "reserved": 0, "spent": 0}
+
+
+# -- profile MUSTs around the scenarios -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(401, "UNAUTHORIZED"), (403, "FORBIDDEN"), (418, "SOMETHING_NEW")],
+    ids=["auth-failed", "forbidden", "unclassifiable-4xx"],
+)
+def test_unresolved_commit_is_kept_and_never_released(
+    tenant: MakeTenant, status: int, code: str
+) -> None:
+    """After the action ran, a commit answered with an authentication failure or a 4xx this
+    client does not understand is neither released nor dropped: the record stays in the journal
+    through the settler's retries, and a later process settles it with the same key."""
+    t = tenant()
+    body = {"error": code, "message": "no", "request_id": "r"}
+    wire = Wire().fail("commit", *[answer(status, body) for _ in range(20)])
+    client = t.client(wire, retry_max_attempts=1)
+    with guard(1_000, client=client, **KIND) as g:
+        g.add_usage(75)
+    assert g.settlement is not None
+    assert g.settlement.pending
+    assert settler_for(client).flush(timeout=0.5) is False
+    assert wire.of("release") == []
+    assert {c.key for c in wire.of("commit")} == {f"{g.spec.idempotency_key}:commit"}
+    assert len(wire.of("commit")) >= 2  # the settler retried, and kept the record
+    name = record_filename(g.reservation_id or "")
+    assert t.journal_files()[name]["attempts"] >= 1
+    assert t.ledger() == {"remaining": t.allocated - 1_000, "reserved": 1_000, "spent": 0}
+    client.close()
+
+    later = Wire()
+    assert settler_for(t.client(later)).flush(timeout=10)
+    assert [(c.key, c.status) for c in later.of("commit")] == [
+        (f"{g.spec.idempotency_key}:commit", 200)
+    ]
+    assert t.ledger() == {"remaining": t.allocated - 75, "reserved": 0, "spent": 75}
+    assert t.journal_files() == {}
 
 
 # -- flush (profile: explicit drain with a bounded wait) ----------------------------------------
