@@ -81,7 +81,7 @@ class ReferenceHarness(Harness):
     ) -> str:
         await self._call(self._model_call(subject=subject, dimensions=dimensions))
         if self.fake.tool:
-            guard = atool_guard(self.settings, self.fake.tool)
+            guard = atool_guard(self.settings, self.fake.tool, subject=subject)
             if guard is None:
                 self._tools += 1
             else:

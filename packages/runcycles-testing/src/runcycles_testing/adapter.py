@@ -54,6 +54,7 @@ SCENARIOS = (
     "tool_denial",  # 6
     "concurrency",  # 7
     "subject_mapping",  # 8
+    "subject_mapping_tools",  # 8
     "retry_same_identity",  # 9
     "shadow",  # 10
     "outage_fail_closed",  # 10

@@ -348,6 +348,19 @@ class ContractSuite:
             "dimensions": {"team": "core", "feat": "x"},
         }
 
+    @pytest.mark.asyncio
+    async def test_subject_mapping_tools(self, bench: Bench, build: Build) -> None:
+        if self.unsupported("subject_mapping_tools"):
+            return
+        bench.fund()
+        settings = bench.settings(agent="cfg-agent", tool_budgets={TOOL: 1_000})
+        h = build(settings, tool=TOOL)
+        await h.run(subject={"agent": "run-agent"})
+        rows = self.settled(bench)
+        assert sorted(r.action.kind for r in rows) == [LLM_KIND, LLM_KIND, f"tool.{TOOL}"]
+        # The per-run subject applies to the run's tool calls as well as its model calls.
+        assert {r.subject.agent for r in rows} == {"run-agent"}
+
     # -- 9. framework retries keep the idempotency key ------------------------------------------
     @pytest.mark.asyncio
     async def test_retry_same_identity(self, bench: Bench, build: Build) -> None:
