@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -34,14 +35,14 @@ def _budget(text: str) -> int:
         value = Decimal(text.lstrip("$")) * MICROCENTS_PER_USD
     except InvalidOperation:
         raise argparse.ArgumentTypeError(f"not an amount in USD: {text!r}") from None
-    if value <= 0 or value != value.to_integral_value():
+    if not value.is_finite() or value <= 0 or value != value.to_integral_value():
         raise argparse.ArgumentTypeError("the budget must be positive, to the microcent")
     return int(value)
 
 
 def _seconds(text: str) -> float:
     value = float(text)
-    if not value > 0:
+    if not (0 < value < math.inf):
         raise argparse.ArgumentTypeError(f"must be positive: {text}")
     return value
 
@@ -247,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     console.print(closing_table(runs, plain=not live))
     for line in _summary(runs, budget):
-        console.print(line)
+        console.print(line, soft_wrap=True)  # long lines stay whole (greppable in logs)
     chart = write_chart(args.chart, runs, budget)
     console.print(f"Chart of cumulative spend vs time: {chart}")
     failures = [f for run in runs for f in enforcement_failures(run)]
