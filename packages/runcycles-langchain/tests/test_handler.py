@@ -125,3 +125,28 @@ def test_early_stop_commits_partial_usage_not_the_estimate(bench: Bench) -> None
     meta = bench.reader.get_reservation(row.reservation_id).committed_metadata or {}
     assert meta.get("partial") == "GeneratorExit"
     assert meta.get("actual_source") == "priced_usage"
+
+
+def test_result_usage_sums_generations_and_falls_back_to_llm_output() -> None:
+    from langchain_core.outputs import ChatGeneration, Generation, LLMResult
+
+    from runcycles_langchain._mapping import result_usage
+
+    def gen(n: int) -> ChatGeneration:
+        return ChatGeneration(
+            message=AIMessage(
+                "x",
+                usage_metadata={"input_tokens": n, "output_tokens": 1, "total_tokens": n + 1},
+                response_metadata={"model_name": "gpt-4o-2024-08-06"},
+            )
+        )
+
+    usage, version = result_usage(LLMResult(generations=[[gen(10), gen(20)]]))
+    assert usage == Usage(input_tokens=30, output_tokens=2)
+    assert version == "gpt-4o-2024-08-06"
+    legacy = LLMResult(
+        generations=[[Generation(text="x")]],
+        llm_output={"token_usage": {"prompt_tokens": 7, "completion_tokens": 3}},
+    )
+    assert result_usage(legacy) == (Usage(input_tokens=7, output_tokens=3), None)
+    assert result_usage(LLMResult(generations=[[Generation(text="x")]])) == (None, None)
