@@ -78,3 +78,29 @@ def test_tool_gating(settings: CyclesSettings) -> None:
     with g:
         g.mark_ran()
     assert spent(settings, "/agent:bot") == 1_000
+
+
+def test_settings_close_their_derived_clients(settings: CyclesSettings) -> None:
+    import asyncio
+
+    given = settings.sync_client()
+    derived = settings.async_client()
+    assert derived is not given
+    asyncio.run(settings.aclose())
+    assert derived._http.is_closed
+    assert not given._http.is_closed  # the client the user passed stays theirs
+    given.close()
+
+
+def test_commit_usage_keeps_caller_metadata(settings: CyclesSettings) -> None:
+    g = model_guard(settings, ModelCall(model="gpt-4o", input_tokens=10, max_output_tokens=10))
+    g.reserve()
+    commit_usage(
+        g, settings, "gpt-4o", Usage(input_tokens=10, output_tokens=5), metadata={"run": "r1"}
+    )
+    assert g.settlement is not None
+    assert g.settlement.settled
+    detail = settings.sync_client().get_reservation(g.reservation_id or "")
+    assert detail.committed_metadata is not None
+    assert detail.committed_metadata["run"] == "r1"
+    assert detail.committed_metadata["actual_source"] == "priced_usage"

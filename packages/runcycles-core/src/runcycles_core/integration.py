@@ -150,6 +150,26 @@ class CyclesSettings:
                 c = self._derived["async"] = AsyncCyclesClient(self.client.config)
             return c
 
+    def close(self) -> None:
+        """Close the sync client this settings object derived (never the one it was given);
+        a derived async client needs :meth:`aclose`."""
+        with self._lock:
+            sync = self._derived.pop("sync", None)
+            async_left = "async" in self._derived
+        if sync is not None:
+            sync.close()
+        if async_left:
+            log.warning("close() leaves a derived async client open; use aclose()")
+
+    async def aclose(self) -> None:
+        """Async :meth:`close`: closes derived sync and async clients."""
+        with self._lock:
+            derived, self._derived = self._derived, {}
+        if derived.get("sync") is not None:
+            derived["sync"].close()
+        if derived.get("async") is not None:
+            await derived["async"].aclose()
+
     @property
     def prices(self) -> Pricing:
         return self.pricing or default_pricing()
@@ -474,11 +494,12 @@ def commit_usage(
     *,
     provider: str | None = None,
     model_version: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> SettlementResult | None:
     """Price ``usage`` of ``model`` and commit it on ``guard`` with token metrics and the price
-    provenance in the commit metadata."""
-    amount, metrics, metadata = _priced(settings, model, usage, provider, model_version)
-    return guard.commit(amount, metrics=metrics, metadata=metadata)
+    provenance in the commit metadata (``metadata`` adds to it)."""
+    amount, metrics, priced = _priced(settings, model, usage, provider, model_version)
+    return guard.commit(amount, metrics=metrics, metadata={**priced, **(metadata or {})})
 
 
 async def acommit_usage(
@@ -489,7 +510,8 @@ async def acommit_usage(
     *,
     provider: str | None = None,
     model_version: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> SettlementResult | None:
     """Async twin of :func:`commit_usage`."""
-    amount, metrics, metadata = _priced(settings, model, usage, provider, model_version)
-    return await guard.commit(amount, metrics=metrics, metadata=metadata)
+    amount, metrics, priced = _priced(settings, model, usage, provider, model_version)
+    return await guard.commit(amount, metrics=metrics, metadata={**priced, **(metadata or {})})
