@@ -4,6 +4,7 @@ bare call, over the same two requests sent with plain httpx, and next to the off
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import time
@@ -36,17 +37,25 @@ class Variant:
         return percentile(self.latencies, q) * 1000
 
 
-def _time(name: str, fn: Callable[[], Any], calls: int, warmup: int) -> Variant:
-    for _ in range(warmup):
-        fn()
-    v = Variant(name)
-    cpu0 = time.process_time()
+def _interleaved(
+    fns: list[tuple[str, Callable[[], Any]]], calls: int, warmup: int
+) -> list[Variant]:
+    """Time each function ``calls`` times, round-robin one call each, so that whatever else
+    the machine is doing slows every variant alike."""
+    for _, fn in fns:
+        for _ in range(warmup):
+            fn()
+    out = [Variant(name) for name, _ in fns]
+    cpu = [0.0] * len(fns)
     for _ in range(calls):
-        t = time.perf_counter()
-        fn()
-        v.latencies.append(time.perf_counter() - t)
-    v.cpu_per_call_s = (time.process_time() - cpu0) / calls
-    return v
+        for i, (_, fn) in enumerate(fns):
+            c, t = time.process_time(), time.perf_counter()
+            fn()
+            out[i].latencies.append(time.perf_counter() - t)
+            cpu[i] += time.process_time() - c
+    for v, used in zip(out, cpu, strict=True):
+        v.cpu_per_call_s = used / calls
+    return out
 
 
 def _work() -> int:
@@ -55,14 +64,28 @@ def _work() -> int:
 
 
 def measure(served: Served, calls: int, warmup: int = 30) -> tuple[list[Variant], str]:
-    """Every variant, sequentially, one client at a time; returns them and the tenant."""
+    """Every variant, one call at a time, interleaved; returns them and the tenant."""
     tenant = "client-overhead"
     api_key = wl.provision_sync(served.redis_url, tenant)
     journals = tempfile.mkdtemp(prefix="rcbench-journal-")
-    out = [_time("bare call", _work, calls * 10, warmup)]
+    # The journal fsyncs each commit record (file and directory) before and after the commit;
+    # on tmpfs those fsyncs are free, which isolates their cost from the rest.
+    shm = Path("/dev/shm")
+    fast = tempfile.mkdtemp(prefix="rcbench-journal-", dir=shm if shm.is_dir() else None)
+    guard: dict[str, Any] = {
+        "estimate": wl.ESTIMATE,
+        "actual": wl.ACTUAL,
+        "action_kind": "llm.completion",
+        "action_name": "openai:gpt-4o",
+        "workspace": "bench",
+    }
+    fns: list[tuple[str, Callable[[], Any]]] = [("bare call", _work)]
     try:
-        headers = {"x-cycles-api-key": api_key, "content-type": "application/json"}
-        with httpx.Client(base_url=served.base_url, headers=headers, timeout=10) as http:
+        with contextlib.ExitStack() as stack:
+            headers = {"x-cycles-api-key": api_key, "content-type": "application/json"}
+            http = stack.enter_context(
+                httpx.Client(base_url=served.base_url, headers=headers, timeout=10)
+            )
             counter = iter(range(10**9))
 
             def raw() -> int:
@@ -74,20 +97,7 @@ def measure(served: Served, calls: int, warmup: int = 30) -> tuple[list[Variant]
                 http.post(f"/v1/reservations/{rid}/commit", content=wl.commit_body())
                 return _work()
 
-            out.append(_time("plain httpx reserve+commit", raw, calls, warmup))
-
-        guard: dict[str, Any] = {
-            "estimate": wl.ESTIMATE,
-            "actual": wl.ACTUAL,
-            "action_kind": "llm.completion",
-            "action_name": "openai:gpt-4o",
-            "workspace": "bench",
-        }
-        # The journal fsyncs each commit record (file and directory) before and after the
-        # commit; on tmpfs those fsyncs are free, which isolates their cost from the rest.
-        shm = Path("/dev/shm")
-        fast = tempfile.mkdtemp(prefix="rcbench-journal-", dir=shm if shm.is_dir() else None)
-        try:
+            fns.append(("plain httpx reserve+commit", raw))
             for name, journal_dir, heartbeat in (
                 ("runcycles-core @cycles", f"{journals}/core", True),
                 ("runcycles-core @cycles, journal on tmpfs", fast, True),
@@ -99,21 +109,24 @@ def measure(served: Served, calls: int, warmup: int = 30) -> tuple[list[Variant]
                     tenant=tenant,
                     journal_dir=journal_dir,
                 )
-                with runcycles_core.CyclesClient(config) as core_client:
-                    ours = core_cycles(client=core_client, heartbeat=heartbeat, **guard)(_work)
-                    out.append(_time(name, ours, calls, warmup))
-        finally:
-            shutil.rmtree(fast, ignore_errors=True)
-
-        official_config = runcycles.CyclesConfig(
-            base_url=served.base_url,
-            api_key=api_key,
-            tenant=tenant,
-            journal_dir=f"{journals}/official",
-        )
-        with runcycles.CyclesClient(official_config) as official_client:
-            theirs = runcycles.cycles(client=official_client, **guard)(_work)
-            out.append(_time("official runcycles 0.5 @cycles", theirs, calls, warmup))
+                core_client = stack.enter_context(runcycles_core.CyclesClient(config))
+                fns.append(
+                    (name, core_cycles(client=core_client, heartbeat=heartbeat, **guard)(_work))
+                )
+            official_config = runcycles.CyclesConfig(
+                base_url=served.base_url,
+                api_key=api_key,
+                tenant=tenant,
+                journal_dir=f"{journals}/official",
+            )
+            official = stack.enter_context(runcycles.CyclesClient(official_config))
+            fns.append(
+                (
+                    "official runcycles 0.5 @cycles",
+                    runcycles.cycles(client=official, **guard)(_work),
+                )
+            )
+            return _interleaved(fns, calls, warmup), tenant
     finally:
         shutil.rmtree(journals, ignore_errors=True)
-    return out, tenant
+        shutil.rmtree(fast, ignore_errors=True)

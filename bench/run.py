@@ -225,7 +225,7 @@ def client_table(variants: list[client_overhead.Variant]) -> Tab:
     bare = variants[0].pct_ms(0.5)
     plain = next((v for v in variants if v.name.startswith("plain httpx")), variants[0])
     tab = Tab(
-        "Client: one guarded call (reserve + commit), sequential, 1 worker",
+        "Client: one guarded call (reserve + commit) at a time, variants interleaved, 1 worker",
         [
             "variant",
             "p50 ms",
