@@ -105,7 +105,7 @@ def test_short_run_holds_and_its_table_matches_the_ledger(tmp_path: Path) -> Non
     agents = [rows[f"support-bot-{i + 1}"] for i in range(AGENTS)]
     for label, tenant in (("2 guarded", "acme-guarded"), (f"3 parallel x{AGENTS}", "acme-fleet")):
         row = rows[label]
-        assert "next reserve denied (BUDGET_EXCEEDED)" in row["stopped by"], row
+        assert row["stopped by"] == "denied: BUDGET_EXCEEDED", row
         balance, committed = persisted_ledger(tmp_path / "d", tenant)
         allocated, spent, reserved, debt, remaining = balance
         assert committed == int(row["calls"])  # one committed reservation per model call
@@ -124,7 +124,7 @@ def test_short_run_holds_and_its_table_matches_the_ledger(tmp_path: Path) -> Non
     assert sum(int(a["calls"]) for a in agents) == int(fleet["calls"])
     # Every agent of the fleet was stopped by a denial, not by the cap (an agent may be denied
     # its very first call if the others already hold the rest of the budget).
-    assert all("next reserve denied" in a["stopped by"] for a in agents)
+    assert all(a["stopped by"] == "denied: BUDGET_EXCEEDED" for a in agents)
     assert sum(int(a["calls"]) > 0 for a in agents) >= 1
 
     chart = tmp_path / "x.png"

@@ -25,7 +25,7 @@ def guarded_run(
     committed: int = 3,
 ) -> Run:
     track = Track("support-bot", spent=spent, calls=3)
-    track.stop(state, "budget: next reserve denied (BUDGET_EXCEEDED)")
+    track.stop(state, "denied: BUDGET_EXCEEDED")
     reservations = Reservations(
         statuses=Counter({"COMMITTED": committed}),
         estimated=2 * spent,
@@ -81,3 +81,12 @@ def test_rate_and_budget_crossing_of_a_run() -> None:
     assert run.crossed(50_000_000) == (2.0, 2)
     assert run.crossed(100_000_000) is None  # reached, not exceeded
     assert Run("x", [Track("idle")]).per_hour() == 0
+
+
+def test_stop_reasons_of_a_fleet() -> None:
+    a, b, c = Track("a"), Track("b"), Track("c")
+    a.stop("denied", "denied: BUDGET_EXCEEDED")
+    b.stop("denied", "denied: BUDGET_EXCEEDED")
+    assert Run("3", [a, b]).stopped_by == "denied: BUDGET_EXCEEDED"
+    c.stop("capped", "wall-clock cap (3 s)")
+    assert Run("3", [a, b, c]).stopped_by == "1 capped, 2 denied"

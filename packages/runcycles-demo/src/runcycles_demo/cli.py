@@ -163,8 +163,8 @@ def _summary(runs: Sequence[Run], budget: int) -> list[str]:
         agree = "agrees to the microcent" if led.spent == run.spent else "DISAGREES"
         lines.append(
             f"{run.label}: {run.calls} calls, {usd(run.spent)} of {usd(budget, 2)}; "
-            f"the server's ledger says spent {usd(led.spent)}, remaining {usd(led.remaining)} "
-            f"({agree})."
+            f"the server's ledger says spent {usd(led.spent)}, reserved {usd(led.reserved)}, "
+            f"remaining {usd(led.remaining)} ({agree})."
         )
         res = run.reservations
         if res is not None and res.committed:
@@ -182,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     live = not args.no_live
     # Plain output is for logs: wide enough that the closing table never wraps.
-    console = Console() if live else Console(width=170, highlight=False, no_color=True)
+    console = Console() if live else Console(width=200, highlight=False, no_color=True)
     latency = args.latency_ms / 1000
     budget: int = args.budget
     names = [f"support-bot-{i + 1}" for i in range(args.agents)]
@@ -246,9 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for c in clients:
                 c.close()
 
-    console.print(closing_table(runs, plain=not live))
+    console.print(closing_table(runs, plain=not live, width=console.width))
     for line in _summary(runs, budget):
-        console.print(line, soft_wrap=True)  # long lines stay whole (greppable in logs)
+        console.print(line, soft_wrap=not live)  # in logs, long lines stay whole (greppable)
     chart = write_chart(args.chart, runs, budget)
     console.print(f"Chart of cumulative spend vs time: {chart}")
     failures = [f for run in runs for f in enforcement_failures(run)]

@@ -6,11 +6,12 @@ import time
 from collections.abc import Sequence
 
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, JustifyMethod, RenderableType, RenderResult
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from .ledger import Ledger
 from .report import Run, usd
 from .runs import Track
 
@@ -23,6 +24,31 @@ _STATE_STYLE = {
     "capped": "bold red",
     "finished": "bold blue",
     "error": "bold magenta",
+}
+
+
+_COLUMNS: dict[str, JustifyMethod] = {
+    "run": "left",
+    "state": "left",
+    "calls": "right",
+    "context": "right",
+    "spend": "right",
+    "rate": "right",
+    "time": "right",
+    "budget used": "left",
+    "stopped by": "left",
+}
+
+
+_CLOSING_COLUMNS: dict[str, JustifyMethod] = {
+    "run": "left",
+    "calls": "right",
+    "spend": "right",
+    "time": "right",
+    "stopped by": "left",
+    "ledger spent": "right",
+    "reserved": "right",
+    "remaining": "right",
 }
 
 
@@ -43,87 +69,94 @@ class LiveBoard:
         self.title = title
         self.phase = ""
 
-    def _row(
-        self, table: Table, label: str, tracks: Sequence[Track], run: Run, *, sub: bool
-    ) -> None:
+    def _cells(
+        self, label: str, tracks: Sequence[Track], run: Run, *, sub: bool, bar_width: int
+    ) -> dict[str, RenderableType]:
         now = time.monotonic()
         spent = sum(t.spent for t in tracks)
         seconds = max((t.elapsed(now) for t in tracks), default=0.0)
         state = tracks[0].state if len(tracks) == 1 else run.state
         bar: RenderableType = ""
         if run.budget and not sub:
-            bar = ProgressBar(total=run.budget, completed=min(spent, run.budget), width=24)
-        table.add_row(
-            Text(label, style="dim" if sub else "bold"),
-            _state(state),
-            str(sum(t.calls for t in tracks)),
-            f"{max(t.context_tokens for t in tracks):,}" if tracks else "",
-            Text(usd(spent, 4), style="bold" if not sub else ""),
-            _rate(spent, seconds),
-            f"{seconds:5.1f} s",
-            bar,
-            Text(tracks[0].stopped_by if len(tracks) == 1 else run.stopped_by, style="dim"),
-        )
+            bar = ProgressBar(total=run.budget, completed=min(spent, run.budget), width=bar_width)
+        return {
+            "run": Text(label, style="dim" if sub else "bold"),
+            "state": _state(state),
+            "calls": str(sum(t.calls for t in tracks)),
+            "context": f"{max(t.context_tokens for t in tracks):,}" if tracks else "",
+            "spend": Text(usd(spent, 4), style="bold" if not sub else ""),
+            "rate": _rate(spent, seconds),
+            "time": f"{seconds:5.1f} s",
+            "budget used": bar,
+            "stopped by": Text(
+                tracks[0].stopped_by if len(tracks) == 1 else run.stopped_by, style="dim"
+            ),
+        }
 
-    def __rich__(self) -> RenderableType:
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        # Columns go, least useful first, so that a row never wraps in a narrow terminal.
+        width = options.max_width
+        columns = list(_COLUMNS)
+        if width < 150:
+            columns.remove("stopped by")  # the state says it in one word
+        if width < 100:
+            columns.remove("rate")
+            columns.remove("context")
+        bar_width = 24 if width >= 150 else 12
         table = Table(box=box.SIMPLE_HEAVY, expand=False, title=self.title, title_justify="left")
-        for col, justify in (
-            ("run", "left"),
-            ("state", "left"),
-            ("calls", "right"),
-            ("context", "right"),
-            ("spend", "right"),
-            ("rate", "right"),
-            ("time", "right"),
-            ("budget used", "left"),
-            ("stopped by", "left"),
-        ):
-            table.add_column(col, justify=justify)  # type: ignore[arg-type]
+        for col in columns:
+            table.add_column(col, justify=_COLUMNS[col], no_wrap=True)
         for run in self.runs:
-            self._row(table, run.label, run.tracks, run, sub=False)
+            rows = [(run.label, list(run.tracks), False)]
             if len(run.tracks) > 1:
-                for t in run.tracks:
-                    self._row(table, f"  {t.name}", [t], run, sub=True)
-        return Group(table, Text(self.phase, style="italic"))
+                rows += [(f"  {t.name}", [t], True) for t in run.tracks]
+            for label, tracks, sub in rows:
+                cells = self._cells(label, tracks, run, sub=sub, bar_width=bar_width)
+                table.add_row(*(cells[c] for c in columns))
+        yield Group(table, Text(self.phase, style="italic"))
 
 
-def closing_table(runs: Sequence[Run], *, plain: bool) -> Table:
-    """run, calls, spend (priced by core), time, stopped by, and the server's ledger."""
+def closing_table(runs: Sequence[Run], *, plain: bool, width: int = 200) -> Table:
+    """run, calls, spend (priced by core), time, stopped by, and the server's ledger.
+
+    Under 120 columns it drops ``time`` and ``reserved`` (the summary lines repeat the ledger)
+    and says what stopped a run in one word, so that no number is cut.
+    """
+    narrow = width < 120
     table = Table(
         box=box.ASCII if plain else box.ROUNDED,
         title="runcycles demo: the same runaway agent, three ways",
         title_justify="left",
+        caption="ledger columns: the server's own balance of the run's tenant",
+        caption_justify="left",
     )
-    table.add_column("run")
-    table.add_column("calls", justify="right")
-    table.add_column("spend", justify="right")
-    table.add_column("time", justify="right")
-    table.add_column("stopped by")
-    table.add_column("ledger spent", justify="right")
-    table.add_column("ledger reserved", justify="right")
-    table.add_column("ledger remaining", justify="right")
+    columns = [c for c in _CLOSING_COLUMNS if not (narrow and c in ("time", "reserved"))]
+    for name in columns:
+        # Only the reason may wrap, so that no number is ever split across lines.
+        table.add_column(name, justify=_CLOSING_COLUMNS[name], no_wrap=name != "stopped by")
+
+    def add(
+        label: str, tracks: Sequence[Track], run: Run, led: Ledger | None, none: str = ""
+    ) -> None:
+        one = tracks[0] if len(tracks) == 1 else None
+        cells = {
+            "run": label,
+            "calls": str(sum(t.calls for t in tracks)),
+            "spend": usd(sum(t.spent for t in tracks)),
+            "time": f"{(one.elapsed() if one else run.elapsed()):.1f} s",
+            "stopped by": (one.state if one else run.state)
+            if narrow
+            else (one.stopped_by if one else run.stopped_by),
+            "ledger spent": usd(led.spent) if led else none,
+            "reserved": usd(led.reserved) if led else none,
+            "remaining": usd(led.remaining) if led else none,
+        }
+        table.add_row(*(cells[c] for c in columns))
+
     for run in runs:
-        led = run.ledger
-        table.add_row(
-            run.label,
-            str(run.calls),
-            usd(run.spent),
-            f"{run.elapsed():.1f} s",
-            run.stopped_by,
-            usd(led.spent) if led else "-",
-            usd(led.reserved) if led else "-",
-            usd(led.remaining) if led else "-",
-        )
+        # "-": the unguarded run has no ledger; agent rows leave it to their run's row.
+        add(run.label, run.tracks, run, run.ledger, "-")
         if len(run.tracks) > 1:
             for t in run.tracks:
-                table.add_row(
-                    f"  {t.name}",
-                    str(t.calls),
-                    usd(t.spent),
-                    f"{t.elapsed():.1f} s",
-                    t.stopped_by,
-                    "",
-                    "",
-                    "",
-                )
+                add(f"  {t.name}", [t], run, None)
     return table

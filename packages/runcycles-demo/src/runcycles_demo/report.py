@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -65,8 +66,12 @@ class Run:
 
     @property
     def stopped_by(self) -> str:
-        reasons = sorted({t.stopped_by for t in self.tracks if t.stopped_by})
-        return "; ".join(reasons)
+        """The agents' common reason, or how many stopped each way (``3 denied, 2 capped``)."""
+        reasons = {t.stopped_by for t in self.tracks if t.stopped_by}
+        if len(reasons) <= 1:
+            return reasons.pop() if reasons else ""
+        counts = Counter(t.state for t in self.tracks)
+        return ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
 
     def per_hour(self) -> int:
         """µ¢ per hour at this run's average rate (0 before it has spent anything)."""

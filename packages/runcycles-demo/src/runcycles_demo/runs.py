@@ -111,7 +111,7 @@ def run_agent(
         agent.run()
         track.stop("finished", "quality check passed")  # the bug says this never happens
     except BudgetExceededError as exc:
-        track.stop("denied", f"budget: next reserve denied ({exc.error_code or 'denied'})")
+        track.stop("denied", f"denied: {exc.error_code or 'budget'}")
     except WallClockCap:
         track.stop("capped", f"wall-clock cap ({duration_s:g} s)")
     except Exception as exc:  # shown in the table and fails the demo, never swallowed
