@@ -38,12 +38,12 @@ def write_chart(path: Path, runs: Sequence[Run], budget: int) -> Path:
         color = _COLORS[i % len(_COLORS)]
         label = f"{run.label}: {run.calls} calls, ${ys[-1]:,.2f}"
         full.step(xs, ys, where="post", color=color, linewidth=2, label=label)
-        stop = ""
+        stop = f"{run.label}: no budget, keeps going"
         if run.budget is not None:
             denied = "denied" in run.stopped_by
             why = f"next reserve denied at ${ys[-1]:,.2f}" if denied else run.stopped_by
             stop = f"{run.label}: {why}"
-        zoom.step(xs, ys, where="post", color=color, linewidth=2, label=stop or None)
+        zoom.step(xs, ys, where="post", color=color, linewidth=2, label=stop)
         if run.budget is not None:
             for ax in (full, zoom):
                 ax.plot(xs[-1], ys[-1], marker="X", markersize=10, color=color)
@@ -74,7 +74,6 @@ def write_chart(path: Path, runs: Sequence[Run], budget: int) -> Path:
     zoom.set_xlim(0, max(guarded_end * 1.5, 0.5))
     zoom.set_ylim(0, limit * 1.3)
     full.legend(loc="upper left", fontsize=8)
-    # Only the guarded runs (and the budget) are labelled here.
     zoom.legend(loc="best", fontsize=8)
     fig.suptitle(
         "The same looping LangChain agent: unguarded vs runcycles budget enforcement",
