@@ -32,7 +32,7 @@ class Tab:
         console.print()
 
     def markdown(self) -> str:
-        lines = [f"**{self.title}**", ""]
+        lines = [f"#### {self.title}", ""]
         lines.append("| " + " | ".join(self.headers) + " |")
         lines.append(
             "|" + "|".join("---" if i < 2 else "---:" for i in range(len(self.headers))) + "|"
