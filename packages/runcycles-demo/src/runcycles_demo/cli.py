@@ -54,6 +54,14 @@ def _count(text: str) -> int:
     return value
 
 
+def _new_dir(text: str) -> Path:
+    # The demo provisions fixed tenants: a store from an earlier run already has them.
+    path = Path(text)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise argparse.ArgumentTypeError(f"{text} must be a new or empty directory")
+    return path
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="runcycles-demo",
@@ -99,9 +107,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--data-dir",
-        type=Path,
+        type=_new_dir,
         default=None,
-        help="keep the server's store (and so its ledger) here; default: a temp dir, removed",
+        help="keep the server's store (and so its ledger) in this new or empty directory; "
+        "default: a temp dir, removed at exit",
     )
     # Runs the "guarded" runs without the plugin: proves the demo notices a failed enforcement.
     p.add_argument("--break-enforcement", action="store_true", help=argparse.SUPPRESS)
