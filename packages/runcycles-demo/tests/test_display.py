@@ -47,6 +47,9 @@ def test_live_board_fits_and_shows_every_run(width: int) -> None:
     text = "\n".join(lines)
     for expected in ("1 unguarded", "$10.5531", "capped", "denied", "running", "support-bot-5"):
         assert expected in text
+    # The guarded run's row shows the server's ledger beside the client's tally.
+    (row,) = [line for line in lines if "2 guarded" in line]
+    assert row.count("$0.9647") == 2
     # One line per run and per agent of the fleet: nothing wrapped.
     assert sum("support-bot-" in line for line in lines) == 5
     assert ("stopped by" in text) == (width >= 150)

@@ -21,7 +21,14 @@ from runcycles_langchain import CyclesCallbackHandler
 
 from .chart import write_chart
 from .display import LiveBoard, closing_table
-from .ledger import Tenant, demo_server, provision, read_ledger, read_reservations
+from .ledger import (
+    Tenant,
+    demo_server,
+    provision,
+    read_ledger,
+    read_reservations,
+    watch_ledger,
+)
 from .report import HOURS_PER_MONTH, Run, enforcement_failures, usd
 from .runs import Track, run_agent, run_fleet
 
@@ -232,9 +239,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 say(f"run 2/3: guarded by runcycles, {usd(budget, 2)} budget")
                 g_tenant = tenants["acme-guarded"]
                 handler = [] if args.break_enforcement else [_guards(g_tenant, clients)]
-                run_agent(
-                    guarded.tracks[0], duration_s=args.duration, guards=handler, latency_s=latency
-                )
+                with _watch(live, guarded, g_tenant):
+                    run_agent(
+                        guarded.tracks[0],
+                        duration_s=args.duration,
+                        guards=handler,
+                        latency_s=latency,
+                    )
                 guarded.ledger = read_ledger(g_tenant.config, g_tenant.id)
                 guarded.reservations = read_reservations(g_tenant.config, g_tenant.id)
                 say(_done(guarded))
@@ -242,13 +253,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 say(f"run 3/3: {args.agents} agents in parallel sharing {usd(budget, 2)}")
                 f_tenant = tenants["acme-fleet"]
                 shared = [] if args.break_enforcement else [_guards(f_tenant, clients)]
-                run_fleet(
-                    fleet.tracks,
-                    duration_s=args.duration,
-                    guards_for=lambda i: shared,
-                    metadata_for=lambda i: {"cycles_agent": names[i]},
-                    latency_s=latency,
-                )
+                with _watch(live, fleet, f_tenant):
+                    run_fleet(
+                        fleet.tracks,
+                        duration_s=args.duration,
+                        guards_for=lambda i: shared,
+                        metadata_for=lambda i: {"cycles_agent": names[i]},
+                        latency_s=latency,
+                    )
                 fleet.ledger = read_ledger(f_tenant.config, f_tenant.id)
                 fleet.reservations = read_reservations(f_tenant.config, f_tenant.id)
                 say(_done(fleet))
@@ -266,6 +278,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     verdict = "FAILED" if failures else "held"
     console.print(f"Enforcement {verdict}; demo took {time.monotonic() - began:.1f} s.")
     return 1 if failures else 0
+
+
+def _watch(live: bool, run: Run, tenant: Tenant) -> contextlib.AbstractContextManager[None]:
+    # Only the live display shows the ledger while a run is going; the final reading after the
+    # run is what the closing table and the checks use, live or not.
+    return watch_ledger(run, tenant.config, tenant.id) if live else contextlib.nullcontext()
 
 
 def _done(run: Run) -> str:

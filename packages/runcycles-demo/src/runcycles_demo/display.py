@@ -33,6 +33,7 @@ _COLUMNS: dict[str, JustifyMethod] = {
     "calls": "right",
     "context": "right",
     "spend": "right",
+    "ledger": "right",
     "rate": "right",
     "time": "right",
     "budget used": "left",
@@ -62,7 +63,8 @@ def _rate(spent: int, seconds: float) -> str:
 
 class LiveBoard:
     """A rich renderable redrawn by ``rich.live.Live``: one row per run (and per agent of the
-    parallel run), with calls, the context each call resends, spend and budget use."""
+    parallel run), with calls, the context each call resends, spend as priced by the client and
+    as the server's ledger reports it, and budget use."""
 
     def __init__(self, runs: Sequence[Run], title: str) -> None:
         self.runs = runs
@@ -76,6 +78,7 @@ class LiveBoard:
         spent = sum(t.spent for t in tracks)
         seconds = max((t.elapsed(now) for t in tracks), default=0.0)
         state = tracks[0].state if len(tracks) == 1 else run.state
+        ledger = run.ledger or run.live_ledger
         bar: RenderableType = ""
         if run.budget and not sub:
             bar = ProgressBar(total=run.budget, completed=min(spent, run.budget), width=bar_width)
@@ -85,6 +88,7 @@ class LiveBoard:
             "calls": str(sum(t.calls for t in tracks)),
             "context": f"{max(t.context_tokens for t in tracks):,}" if tracks else "",
             "spend": Text(usd(spent, 4), style="bold" if not sub else ""),
+            "ledger": usd(ledger.spent, 4) if ledger and not sub else "",
             "rate": _rate(spent, seconds),
             "time": f"{seconds:5.1f} s",
             "budget used": bar,
@@ -100,8 +104,8 @@ class LiveBoard:
         if width < 150:
             columns.remove("stopped by")  # the state says it in one word
         if width < 100:
-            columns.remove("rate")
-            columns.remove("context")
+            for col in ("rate", "context", "time"):
+                columns.remove(col)
         bar_width = 24 if width >= 150 else 12
         table = Table(box=box.SIMPLE_HEAVY, expand=False, title=self.title, title_justify="left")
         for col in columns:

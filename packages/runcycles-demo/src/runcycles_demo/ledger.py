@@ -7,10 +7,12 @@ from the client's arithmetic: :func:`read_ledger` returns what ``GET /v1/balance
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from runcycles_core import CyclesClient, CyclesConfig
 from runcycles_core.models import ReservationStatus
@@ -22,10 +24,16 @@ __all__ = [
     "Reservations",
     "Tenant",
     "demo_server",
+    "ledger_of",
     "provision",
     "read_ledger",
     "read_reservations",
+    "watch_ledger",
 ]
+
+
+class HasLiveLedger(Protocol):
+    live_ledger: Ledger | None
 
 
 @dataclass(frozen=True)
@@ -98,19 +106,47 @@ def provision(srv: ServerHandle, tenant: str, budget: int, journal_dir: Path) ->
 
 def read_ledger(config: CyclesConfig, tenant: str) -> Ledger:
     """The tenant-scope budget of ``tenant`` from ``GET /v1/balances``."""
-    scope = f"tenant:{tenant}"
     with CyclesClient(config) as client:
-        for b in client.iter_balances(tenant=tenant):
-            if b.scope == scope:
-                return Ledger(
-                    scope=scope,
-                    allocated=b.allocated.amount if b.allocated else 0,
-                    spent=b.spent.amount if b.spent else 0,
-                    reserved=b.reserved.amount if b.reserved else 0,
-                    debt=b.debt.amount if b.debt else 0,
-                    remaining=b.remaining.amount,
-                )
+        return ledger_of(client, tenant)
+
+
+def ledger_of(client: CyclesClient, tenant: str) -> Ledger:
+    """:func:`read_ledger` on an open client."""
+    scope = f"tenant:{tenant}"
+    for b in client.iter_balances(tenant=tenant):
+        if b.scope == scope:
+            return Ledger(
+                scope=scope,
+                allocated=b.allocated.amount if b.allocated else 0,
+                spent=b.spent.amount if b.spent else 0,
+                reserved=b.reserved.amount if b.reserved else 0,
+                debt=b.debt.amount if b.debt else 0,
+                remaining=b.remaining.amount,
+            )
     raise LookupError(f"the server reports no budget at {scope}")
+
+
+@contextlib.contextmanager
+def watch_ledger(run: HasLiveLedger, config: CyclesConfig, tenant: str) -> Iterator[None]:
+    """Keep ``run.live_ledger`` fresh from the server (every 0.25 s) while the block runs, so
+    the live display shows the server's own spend ticking, not only the client's tally. (Only
+    for display: the checks use a reading taken after the run, never this one.)"""
+    stop = threading.Event()
+
+    def poll() -> None:
+        with CyclesClient(config) as client:
+            while not stop.is_set():
+                with contextlib.suppress(Exception):  # a missed tick is only a stale display
+                    run.live_ledger = ledger_of(client, tenant)
+                stop.wait(0.25)
+
+    thread = threading.Thread(target=poll, name="demo-ledger-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def read_reservations(config: CyclesConfig, tenant: str) -> Reservations:

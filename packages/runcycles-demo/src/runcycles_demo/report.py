@@ -31,8 +31,9 @@ class Run:
     tracks: list[Track]
     budget: int | None = None  # µ¢; None = unguarded
     tenant: str | None = None
-    ledger: Ledger | None = None
+    ledger: Ledger | None = None  # read after the run: what the checks use
     reservations: Reservations | None = None
+    live_ledger: Ledger | None = None  # polled during the run, for the live display only
 
     @property
     def calls(self) -> int:
