@@ -371,7 +371,7 @@ def targets_table(rows: list[sl.Row], variants: list[client_overhead.Variant]) -
 
 def main(argv: list[str] | None = None) -> int:
     ns = parse_args(argv)
-    console = Console(width=200)
+    console = Console(width=260)
     started = time.monotonic()
     env = environment(ns)
     for line in env:
