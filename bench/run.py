@@ -43,18 +43,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--clients", type=int, nargs="+", default=[1, 10, 50, 200])
-    p.add_argument("--seconds", type=float, default=3.0, help="measured window per cell")
-    p.add_argument("--warmup", type=float, default=0.5, help="unmeasured warm-up per cell")
+    p.add_argument("--seconds", type=float, default=None, help="measured window per cell (3)")
+    p.add_argument("--warmup", type=float, default=None, help="unmeasured warm-up per cell (0.5)")
     p.add_argument("--max-ops", type=int, default=100_000, help="operation cap per cell")
     p.add_argument("--client", choices=["aiohttp", "httpx"], default="aiohttp")
-    p.add_argument("--calls", type=int, default=300, help="calls per client-overhead variant")
-    p.add_argument("--memory-n", type=int, default=2000, help="reservations for memory deltas")
+    p.add_argument("--calls", type=int, default=None, help="calls per client variant (300)")
+    p.add_argument("--memory-n", type=int, default=None, help="reservations for memory (2000)")
     p.add_argument("--profile", action="store_true", help="py-spy the reserve hot path")
     p.add_argument("--quick", action="store_true", help="1 s cells, fewer calls (smoke run)")
     p.add_argument("--markdown", type=Path, default=None, help="also write the tables here")
     ns = p.parse_args(argv)
-    if ns.quick:
-        ns.seconds, ns.warmup, ns.calls, ns.memory_n = 1.0, 0.2, 60, 300
+    # --quick changes the defaults only; explicit values win.
+    defaults = (1.0, 0.2, 60, 300) if ns.quick else (3.0, 0.5, 300, 2000)
+    for name, value in zip(("seconds", "warmup", "calls", "memory_n"), defaults, strict=True):
+        if getattr(ns, name) is None:
+            setattr(ns, name, value)
     return ns
 
 
