@@ -218,3 +218,17 @@ async def test_per_run_subject_and_dimensions(make_tenant: Any) -> None:
         "agent": "refunds",
         "dimensions": {"team": "core", "customer": "c-9"},
     }
+
+
+async def test_a_stream_without_usage_commits_the_offline_count(tenant: Tenant) -> None:
+    # Chat Completions streams from non-OpenAI endpoints report no usage unless asked to.
+    inner = ScriptedModel([[assistant_message("forty-two")]])  # usage: all zero
+    agent = Agent(name="a", model=CyclesModel(inner, tenant.settings(), model_name=MODEL))
+    result = Runner.run_streamed(agent, "hello")
+    async for _ in result.stream_events():
+        pass
+    expected = counted_usage(
+        default_pricing(), request_messages(None, inner.calls[0].input), ["forty-two"]
+    )
+    assert tenant.spent() == price(MODEL, expected).amount > 0
+    assert tenant.reserved() == 0
