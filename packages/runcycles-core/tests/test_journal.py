@@ -356,7 +356,7 @@ def test_settle_still_attempts_when_journal_write_fails(
 ) -> None:
     j = make(tmp_path)
 
-    def disk_full(path: Path, data: bytes) -> None:
+    def disk_full(path: Path, data: bytes, **_: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(journal_module, "_atomic_write", disk_full)

@@ -58,3 +58,18 @@ def test_provisioned_key_reaches_auth(server, http: httpx.Client) -> None:  # ty
     assert budget is not None
     assert budget["remaining"] == "500"
     assert secret.startswith("cyc_live_")
+
+
+def test_runtime_routes_are_matched_first(server) -> None:  # type: ignore[no-untyped-def]
+    from runcycles_server_lite import create_app
+
+    app = create_app(server.settings)
+    first = [getattr(r, "path", "") for r in app.routes[:3]]
+    assert all(p.startswith("/v1/") and not p.startswith("/v1/admin") for p in first), first
+
+
+def test_proxy_headers_are_opt_in() -> None:
+    from runcycles_server_lite.cli import build_parser, settings_from_args
+
+    assert settings_from_args(build_parser().parse_args([])).proxy_headers is False
+    assert settings_from_args(build_parser().parse_args(["--proxy-headers"])).proxy_headers is True

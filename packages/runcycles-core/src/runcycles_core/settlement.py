@@ -105,14 +105,19 @@ def _principal(config: CyclesConfig) -> str:
 def journal_for(config: CyclesConfig) -> CommitJournal:
     """The journal partition for ``config``'s server and principal.
 
-    With ``journal_enabled=False`` a private temporary directory is used: settlement follows
-    the same code path, but records do not outlive the process.
+    With ``journal_enabled=False`` a private temporary directory is used without fsyncs:
+    settlement follows the same code path, but records do not outlive the process.
     """
     if config.journal_enabled:
         directory = Path(config.journal_dir) if config.journal_dir else default_journal_dir()
     else:
         directory = Path(tempfile.mkdtemp(prefix="runcycles-journal-"))
-    return CommitJournal(directory, server_url=config.base_url, tenant=_principal(config))
+    return CommitJournal(
+        directory,
+        server_url=config.base_url,
+        tenant=_principal(config),
+        durable=config.journal_enabled,
+    )
 
 
 @dataclass

@@ -38,6 +38,12 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--workers", type=int, default=None, help="worker processes (default 1)")
     p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--proxy-headers",
+        action="store_true",
+        default=None,
+        help="trust X-Forwarded-* headers (only behind a reverse proxy)",
+    )
 
 
 def _client_parser(p: argparse.ArgumentParser) -> None:
@@ -124,6 +130,8 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         s.workers = max(1, ns.workers)
     if ns.log_level is not None:
         s.log_level = ns.log_level
+    if getattr(ns, "proxy_headers", None):
+        s.proxy_headers = True
     return s
 
 
@@ -204,6 +212,8 @@ def serve(settings: Settings) -> int:
             log_level=settings.log_level,
             access_log=False,
             server_header=False,
+            # Forwarded headers are only honoured behind a proxy the operator names.
+            proxy_headers=settings.proxy_headers,
         )
     except KeyboardInterrupt:
         pass

@@ -29,6 +29,7 @@ class Settings:
     admin_api_key: str | None = None
     workers: int = 1
     log_level: str = "info"
+    proxy_headers: bool = False
     # Expiry sweeper cadence and batch; several processes coordinate through a Redis lease.
     sweep_interval_s: float = 1.0
     sweep_batch: int = 200
