@@ -15,7 +15,7 @@ import pytest
 
 import runcycles_core as rc
 from runcycles_core.decorator import aguard, cycles, guard, reserve
-from runcycles_core.lifecycle import GuardState, get_cycles_context, stats
+from runcycles_core.lifecycle import AsyncGuard, GuardState, get_cycles_context, stats
 from runcycles_core.settlement import settler_for
 
 Provision = Callable[..., rc.CyclesConfig]
@@ -426,3 +426,39 @@ def test_expired_commit_is_recovered_through_events(provision: Provision) -> Non
         while balance(client)["reserved"] and time.monotonic() < deadline:
             time.sleep(0.1)
         assert balance(client) == {"remaining": 9_923, "reserved": 0, "spent": 77}
+
+
+@pytest.mark.parametrize("ending", ["release", "commit"])
+def test_cancelling_the_caller_mid_settlement_still_settles(
+    provision: Provision, ending: str
+) -> None:
+    """The guard claims its terminal state before the first await; a cancellation landing on
+    that await (stopping the heartbeat) must not leave the server holding the reservation."""
+    cfg = provision({"": 10_000})
+
+    async def main() -> tuple[AsyncGuard, rc.ReservationDetail]:
+        async with rc.AsyncCyclesClient(cfg) as client:
+            g = await aguard(1_000, client=client, **KIND).reserve()
+            assert g._beat is not None  # a heartbeat task to await on the way out
+            if ending == "commit":
+                g.add_usage(250)
+                task = asyncio.create_task(g.commit())
+            else:
+                task = asyncio.create_task(g.release())
+            await asyncio.sleep(0)  # let it reach its first await
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            for _ in range(100):  # the settlement finishes on its own
+                detail = await client.get_reservation(g.reservation_id or "")
+                if detail.status != rc.ReservationStatus.ACTIVE:
+                    break
+                await asyncio.sleep(0.05)
+            return g, detail
+
+    _, detail = asyncio.run(main())
+    want = rc.ReservationStatus.RELEASED if ending == "release" else rc.ReservationStatus.COMMITTED
+    assert detail.status == want
+    with rc.CyclesClient(cfg) as c:
+        assert balance(c)["reserved"] == 0
+        assert balance(c)["spent"] == (250 if ending == "commit" else 0)

@@ -37,7 +37,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from types import TracebackType
@@ -83,6 +83,7 @@ log = logging.getLogger("runcycles_core.lifecycle")
 
 OutagePolicy = Literal["fail_closed", "fail_open"]
 E = TypeVar("E", bound=BudgetExceededError)
+T = TypeVar("T")
 
 
 class LifecycleError(CyclesError):
@@ -665,16 +666,26 @@ class AsyncGuard(_GuardBase):
         prior = self._claim_terminal()
         if prior is None:
             raise LifecycleError(f"commit() after the guard was already {self.state.value}")
-        await self._stop_heartbeat()
-        if prior is GuardState.SHADOW:
-            return None
         if prior is GuardState.NEW:
             self.state = prior
             raise LifecycleError("commit() before reserve()")
+        # The guard already says COMMITTED: everything from here on runs as one task that a
+        # cancellation of the caller cannot abort, or the server would keep the hold while we
+        # believe it settled.
+        return await asyncio.shield(_detached(self._commit_now(prior, actual, metrics, metadata)))
+
+    async def _commit_now(
+        self,
+        prior: GuardState,
+        actual: int | None,
+        metrics: CyclesMetrics | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> SettlementResult | None:
+        await self._stop_heartbeat()
+        if prior is GuardState.SHADOW:
+            return None
         record = self._settlement_record(actual, metrics, metadata)
-        # Shielded: a second cancellation must not abort a settlement already under way.
-        settle = asyncio.ensure_future(async_settler_for(self.client).settle(record))
-        return self._record_settlement(await asyncio.shield(settle))
+        return self._record_settlement(await async_settler_for(self.client).settle(record))
 
     async def release(self, reason: str = "released") -> None:
         """Async :meth:`Guard.release`."""
@@ -686,14 +697,16 @@ class AsyncGuard(_GuardBase):
         if prior is None:
             return
         self.state = GuardState.RELEASED
+        await asyncio.shield(_detached(self._release_now(prior, reason)))  # see commit()
+
+    async def _release_now(self, prior: GuardState, reason: str) -> None:
         await self._stop_heartbeat()
         if prior is not GuardState.HELD or self.reservation_id is None:
             return
         try:
-            call = self.client.release_reservation(
+            await self.client.release_reservation(
                 self.reservation_id, idempotency_key=self.spec.key("release"), reason=reason[:256]
             )
-            await asyncio.shield(asyncio.ensure_future(call))
             stats.incr("released")
         except CyclesError as exc:
             log.warning("release of %s failed (%s); it will expire", self.reservation_id, exc)
@@ -723,6 +736,17 @@ class AsyncGuard(_GuardBase):
             await self.finish(exc)
         finally:
             self._exit_context()
+
+
+_finishing: set[asyncio.Task[Any]] = set()
+
+
+def _detached(coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """Run ``coro`` as a task the caller's cancellation cannot abort (held strongly until done)."""
+    task = asyncio.ensure_future(coro)
+    _finishing.add(task)
+    task.add_done_callback(_finishing.discard)
+    return task
 
 
 def _report_heartbeat(spec: GuardSpec, failure: HeartbeatFailure) -> None:
