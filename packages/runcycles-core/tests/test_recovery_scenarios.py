@@ -504,7 +504,7 @@ def test_cr_core_003_heartbeat_transport_failure_is_observable_and_non_fatal(
     with (
         caplog.at_level(logging.WARNING, logger="runcycles_core.lifecycle"),
         guard(
-            1_000, client=client, ttl_ms=4_000, on_heartbeat_failure=failures.append, **KIND
+            1_000, client=client, ttl_ms=5_000, on_heartbeat_failure=failures.append, **KIND
         ) as g,
     ):
         first_expiry = g.expires_at_ms
@@ -613,7 +613,8 @@ def test_cr_durable_001_journal_precedes_commit_and_survives_kill(
     not - and does not - fall back to an event, which would charge the spend twice.
     """
     t = tenant()
-    lease = {"ttl_ms": 1_000, "grace_period_ms": 0} if expire else {}
+    # Long enough that a slow (loaded) child still commits before the lease ends.
+    lease = {"ttl_ms": 2_000, "grace_period_ms": 0} if expire else {}
     evidence = run_child(
         {
             "role": "run",
