@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,16 @@ from runcycles_core.pricing import UnknownModelError, Usage, price
 
 
 @pytest.fixture
-def settings(server: Any, tmp_path: Path) -> CyclesSettings:
+def settings(server: Any, tmp_path: Path) -> Iterator[CyclesSettings]:
     tenant = "kit" + secrets.token_hex(5)
     key = server.provision(tenant, {"": 100_000_000, "agent:bot": 50_000_000})
     cfg = rc.CyclesConfig(
         base_url=server.base_url, api_key=key, tenant=tenant, journal_dir=str(tmp_path / "j")
     )
-    return CyclesSettings(client=rc.CyclesClient(cfg), agent="bot", tool_budgets={"search": 1_000})
+    with rc.CyclesClient(cfg) as client:
+        s = CyclesSettings(client=client, agent="bot", tool_budgets={"search": 1_000})
+        yield s
+        s.close()
 
 
 def spent(settings: CyclesSettings, scope: str) -> int:
@@ -89,7 +93,6 @@ def test_settings_close_their_derived_clients(settings: CyclesSettings) -> None:
     asyncio.run(settings.aclose())
     assert derived._http.is_closed
     assert not given._http.is_closed  # the client the user passed stays theirs
-    given.close()
 
 
 def test_commit_usage_keeps_caller_metadata(settings: CyclesSettings) -> None:

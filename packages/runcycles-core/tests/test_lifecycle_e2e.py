@@ -462,3 +462,47 @@ def test_cancelling_the_caller_mid_settlement_still_settles(
     with rc.CyclesClient(cfg) as c:
         assert balance(c)["reserved"] == 0
         assert balance(c)["spent"] == (250 if ending == "commit" else 0)
+
+
+def test_no_settlement_without_a_known_actual_when_the_estimate_may_not_stand_in(
+    client: rc.CyclesClient,
+) -> None:
+    """CR-BOUNDARY-001 through the decorator: actual() fails and the estimate must not stand
+    in, so nothing is committed or sent as an event; the failure reaches the caller."""
+
+    def broken_actual(result: str) -> int:
+        raise KeyError("usage missing from the provider response")
+
+    @cycles(
+        estimate=800,
+        actual=broken_actual,
+        use_estimate_if_actual_not_provided=False,
+        client=client,
+        heartbeat=False,
+        **KIND,
+    )
+    def work() -> str:
+        return "done"
+
+    with pytest.raises(KeyError, match="usage missing"):
+        work()
+    # Held until it expires (no commit, no event, no release): spent is untouched.
+    assert balance(client) == {"remaining": 9_200, "reserved": 800, "spent": 0}
+    listed = client.list_reservations(tenant=client.config.tenant, status="ACTIVE")
+    assert len(listed.reservations) == 1
+
+
+def test_settlers_die_with_their_clients(provision: Provision) -> None:
+    import gc
+    import weakref
+
+    cfg = provision({"": 1_000})
+    client = rc.CyclesClient(cfg)
+    with guard(10, client=client, heartbeat=False, **KIND) as g:
+        g.add_usage(1)
+    settler = weakref.ref(settler_for(client))
+    assert settler_for(client.with_options(read_timeout=1.0)) is settler()  # views share it
+    client.close()
+    del client, g
+    gc.collect()
+    assert settler() is None

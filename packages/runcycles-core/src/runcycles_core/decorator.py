@@ -186,26 +186,35 @@ async def aflush(client: AsyncCyclesClient | None = None, timeout: float | None 
     return await async_settler_for(client or default_async_client()).flush(timeout)
 
 
-def _commit_sync(g: Guard, actual: Value, value: Any) -> None:
+def _commit_sync(g: Guard, actual: Value, value: Any, estimate_may_stand_in: bool = True) -> None:
     if actual is None or isinstance(actual, int):
         g.commit(actual)
         return
     try:
         amount = actual(value)
-    except Exception:
+    except Exception as exc:
+        if not estimate_may_stand_in:
+            # No known actual and the estimate may not stand in: settle nothing, surface it.
+            g.abandon(f"actual() raised {type(exc).__name__}")
+            raise
         log.exception("actual() raised after the action ran; committing the estimate")
         g.commit()
         return
     g.commit(amount)
 
 
-async def _commit_async(g: AsyncGuard, actual: Value, value: Any) -> None:
+async def _commit_async(
+    g: AsyncGuard, actual: Value, value: Any, estimate_may_stand_in: bool = True
+) -> None:
     if actual is None or isinstance(actual, int):
         await g.commit(actual)
         return
     try:
         amount = actual(value)
-    except Exception:
+    except Exception as exc:
+        if not estimate_may_stand_in:
+            await g.abandon(f"actual() raised {type(exc).__name__}")
+            raise
         log.exception("actual() raised after the action ran; committing the estimate")
         await g.commit()
         return
@@ -319,11 +328,13 @@ def cycles(
                             yield item
                     except BaseException:
                         if g.ran:
-                            await _commit_async(g, actual, chunks)
+                            await _commit_async(
+                                g, actual, chunks, use_estimate_if_actual_not_provided
+                            )
                         raise
                     finally:
                         await inner.aclose()
-                    await _commit_async(g, actual, chunks)
+                    await _commit_async(g, actual, chunks, use_estimate_if_actual_not_provided)
 
             return cast("F", agen_wrapper)
 
@@ -343,11 +354,11 @@ def cycles(
                             yield item
                     except BaseException:
                         if g.ran:
-                            _commit_sync(g, actual, chunks)
+                            _commit_sync(g, actual, chunks, use_estimate_if_actual_not_provided)
                         raise
                     finally:
                         inner.close()
-                    _commit_sync(g, actual, chunks)
+                    _commit_sync(g, actual, chunks, use_estimate_if_actual_not_provided)
 
             return cast("F", gen_wrapper)
 
@@ -364,7 +375,7 @@ def cycles(
                 async with g:
                     result = await cast("Callable[..., Awaitable[Any]]", fn)(*args, **kwargs)
                     g.mark_ran()
-                    await _commit_async(g, actual, result)
+                    await _commit_async(g, actual, result, use_estimate_if_actual_not_provided)
                 return result
 
             return cast("F", async_wrapper)
@@ -380,7 +391,7 @@ def cycles(
             with g:
                 result = fn(*args, **kwargs)
                 g.mark_ran()
-                _commit_sync(g, actual, result)
+                _commit_sync(g, actual, result, use_estimate_if_actual_not_provided)
             return result
 
         return cast("F", sync_wrapper)

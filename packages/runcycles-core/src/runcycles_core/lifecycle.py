@@ -100,6 +100,9 @@ class GuardState(str, Enum):
     SHADOW = "SHADOW"
     UNGUARDED = "UNGUARDED"
     """Fail-open after an outage: the action runs without a reservation."""
+    ABANDONED = "ABANDONED"
+    """The action ran but its actual is unknown and the estimate may not stand in: nothing is
+    settled (client-recovery boundary); the hold returns when the reservation expires."""
 
 
 @dataclass
@@ -260,6 +263,24 @@ class _GuardBase:
         if self.state is GuardState.HELD:
             self.state = GuardState.RAN
 
+    def _abandon(self, reason: str) -> bool:
+        """Give up settling without a known actual; True if this call made the transition."""
+        with self._lock:
+            if self.state in (
+                GuardState.COMMITTED,
+                GuardState.RELEASED,
+                GuardState.DENIED,
+                GuardState.ABANDONED,
+            ):
+                return False
+            self.state = GuardState.ABANDONED
+        log.error(
+            "reservation %s not settled: %s; its hold returns when it expires",
+            self.reservation_id,
+            reason,
+        )
+        return True
+
     def add_usage(self, amount: int) -> None:
         """Accumulate consumed usage (e.g. per streamed chunk); marks the action as ran."""
         if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
@@ -343,7 +364,12 @@ class _GuardBase:
         transition already won."""
         with self._lock:
             prior = self.state
-            if prior in (GuardState.COMMITTED, GuardState.RELEASED, GuardState.DENIED):
+            if prior in (
+                GuardState.COMMITTED,
+                GuardState.RELEASED,
+                GuardState.DENIED,
+                GuardState.ABANDONED,
+            ):
                 return None
             self.state = GuardState.COMMITTED  # provisional; release paths overwrite it
             return prior
@@ -534,7 +560,12 @@ class Guard(_GuardBase):
     def release(self, reason: str = "released") -> None:
         """Return the hold if the action never ran; if it ran, commit what it consumed."""
         if self._ran:
-            if self.state not in (GuardState.COMMITTED, GuardState.RELEASED, GuardState.DENIED):
+            if self.state not in (
+                GuardState.COMMITTED,
+                GuardState.RELEASED,
+                GuardState.DENIED,
+                GuardState.ABANDONED,
+            ):
                 self.commit()
             return
         prior = self._claim_terminal()
@@ -553,9 +584,20 @@ class Guard(_GuardBase):
             # The hold still returns when the reservation expires (TTL + grace).
             log.warning("release of %s failed (%s); it will expire", self.reservation_id, exc)
 
+    def abandon(self, reason: str) -> None:
+        """Leave the reservation unsettled (no commit, no event, no release): for an action
+        that ran but whose actual is unknown when the estimate must not stand in for it."""
+        if self._abandon(reason):
+            self._stop_heartbeat()
+
     def finish(self, exc: BaseException | None = None) -> None:
         """End the guard: commit on success; on error release unless the action already ran."""
-        if self.state in (GuardState.COMMITTED, GuardState.RELEASED, GuardState.DENIED):
+        if self.state in (
+            GuardState.COMMITTED,
+            GuardState.RELEASED,
+            GuardState.DENIED,
+            GuardState.ABANDONED,
+        ):
             return
         if exc is None or self._ran:
             self.commit()
@@ -690,7 +732,12 @@ class AsyncGuard(_GuardBase):
     async def release(self, reason: str = "released") -> None:
         """Async :meth:`Guard.release`."""
         if self._ran:
-            if self.state not in (GuardState.COMMITTED, GuardState.RELEASED, GuardState.DENIED):
+            if self.state not in (
+                GuardState.COMMITTED,
+                GuardState.RELEASED,
+                GuardState.DENIED,
+                GuardState.ABANDONED,
+            ):
                 await self.commit()
             return
         prior = self._claim_terminal()
@@ -711,9 +758,19 @@ class AsyncGuard(_GuardBase):
         except CyclesError as exc:
             log.warning("release of %s failed (%s); it will expire", self.reservation_id, exc)
 
+    async def abandon(self, reason: str) -> None:
+        """Async :meth:`Guard.abandon`."""
+        if self._abandon(reason):
+            await self._stop_heartbeat()
+
     async def finish(self, exc: BaseException | None = None) -> None:
         """Async :meth:`Guard.finish`."""
-        if self.state in (GuardState.COMMITTED, GuardState.RELEASED, GuardState.DENIED):
+        if self.state in (
+            GuardState.COMMITTED,
+            GuardState.RELEASED,
+            GuardState.DENIED,
+            GuardState.ABANDONED,
+        ):
             return
         if exc is None or self._ran:
             await self.commit()

@@ -248,7 +248,7 @@ class Settler(_Base):
         self._running = False
         self._kicks = 0
         self._start_replay()
-        atexit.register(self._atexit)
+        _live_settlers.add(self)
 
     # -- one attempt -------------------------------------------------------------------------
     def _attempt_factory(self, result: SettlementResult | None) -> Callable[[Record], Outcome]:
@@ -436,26 +436,36 @@ class AsyncSettler(_Base):
         return not self.journal.pending()
 
 
-_sync_settlers: weakref.WeakKeyDictionary[CyclesClient, Settler] = weakref.WeakKeyDictionary()
-_async_settlers: weakref.WeakKeyDictionary[AsyncCyclesClient, AsyncSettler] = (
-    weakref.WeakKeyDictionary()
-)
+# Each settler lives on its client (so both are collected together; views made with
+# with_options() share it), and one exit hook drains whichever settlers are still alive.
+_SETTLER_ATTR = "_runcycles_settler"
+_live_settlers: weakref.WeakSet[Settler] = weakref.WeakSet()
 _settlers_lock = threading.Lock()
+
+
+def _drain_at_exit() -> None:
+    for settler in list(_live_settlers):
+        settler._atexit()
+
+
+atexit.register(_drain_at_exit)
 
 
 def settler_for(client: CyclesClient) -> Settler:
     """The one :class:`Settler` of ``client`` (created on first use)."""
     with _settlers_lock:
-        s = _sync_settlers.get(client)
+        s: Settler | None = client.__dict__.get(_SETTLER_ATTR)
         if s is None:
-            s = _sync_settlers[client] = Settler(client)
+            s = Settler(client)
+            client.__dict__[_SETTLER_ATTR] = s
         return s
 
 
 def async_settler_for(client: AsyncCyclesClient) -> AsyncSettler:
     """The one :class:`AsyncSettler` of ``client`` (created on first use)."""
     with _settlers_lock:
-        s = _async_settlers.get(client)
+        s: AsyncSettler | None = client.__dict__.get(_SETTLER_ATTR)
         if s is None:
-            s = _async_settlers[client] = AsyncSettler(client)
+            s = AsyncSettler(client)
+            client.__dict__[_SETTLER_ATTR] = s
         return s
