@@ -16,6 +16,7 @@ from types import FrameType
 
 from starlette.applications import Starlette
 
+from . import logs
 from .config import DEFAULT_PORT, Settings, default_data_dir
 from .embedded import EmbeddedRedis
 from .keys import UNITS
@@ -38,6 +39,12 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--workers", type=int, default=None, help="worker processes (default 1)")
     p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-format",
+        default=None,
+        choices=["json", "text"],
+        help="log lines as JSON (default off a terminal) or text",
+    )
     p.add_argument(
         "--proxy-headers",
         action="store_true",
@@ -130,6 +137,8 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         s.workers = max(1, ns.workers)
     if ns.log_level is not None:
         s.log_level = ns.log_level
+    if getattr(ns, "log_format", None) is not None:
+        s.log_format = ns.log_format
     if getattr(ns, "proxy_headers", None):
         s.proxy_headers = True
     return s
@@ -158,22 +167,28 @@ def _export(settings: Settings) -> None:
     if settings.admin_api_key:
         os.environ["ADMIN_API_KEY"] = settings.admin_api_key
     os.environ["RUNCYCLES_DATA_DIR"] = str(settings.data_dir)
+    os.environ["RUNCYCLES_LOG_LEVEL"] = settings.log_level
+    if settings.log_format:
+        os.environ["RUNCYCLES_LOG_FORMAT"] = settings.log_format
+
+
+def _log_format(settings: Settings) -> logs.LogFormat | None:
+    return "json" if settings.log_format == "json" else "text" if settings.log_format else None
 
 
 def app_factory() -> Starlette:
     """uvicorn factory for worker processes: settings come from the environment."""
     from .app import create_app
 
-    return create_app(Settings.from_env())
+    settings = Settings.from_env()
+    logs.configure(settings.log_level, _log_format(settings))  # each worker process
+    return create_app(settings)
 
 
 def serve(settings: Settings) -> int:
     import uvicorn
 
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    logs.configure(settings.log_level, _log_format(settings))
     embedded: EmbeddedRedis | None = None
     if not settings.redis_url:
         embedded = EmbeddedRedis(settings.data_dir or default_data_dir()).start()
@@ -210,6 +225,7 @@ def serve(settings: Settings) -> int:
             port=settings.port,
             workers=settings.workers,
             log_level=settings.log_level,
+            log_config=None,  # keep our structured handler
             access_log=False,
             server_header=False,
             # Forwarded headers are only honoured behind a proxy the operator names.
@@ -244,6 +260,7 @@ class AdminListener:
             host=settings.host,
             port=settings.admin_port,
             log_level=settings.log_level,
+            log_config=None,
             access_log=False,
             server_header=False,
         )

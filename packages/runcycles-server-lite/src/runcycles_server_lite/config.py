@@ -29,6 +29,8 @@ class Settings:
     admin_api_key: str | None = None
     workers: int = 1
     log_level: str = "info"
+    # "json" or "text"; None = text on a terminal, JSON otherwise.
+    log_format: str | None = None
     proxy_headers: bool = False
     # Expiry sweeper cadence and batch; several processes coordinate through a Redis lease.
     sweep_interval_s: float = 1.0
@@ -52,6 +54,8 @@ class Settings:
         s.redis_url = env.get("REDIS_URL") or None
         s.key_prefix = env.get("RUNCYCLES_KEY_PREFIX", s.key_prefix)
         s.admin_api_key = env.get("ADMIN_API_KEY") or None
+        s.log_level = env.get("RUNCYCLES_LOG_LEVEL", s.log_level)
+        s.log_format = env.get("RUNCYCLES_LOG_FORMAT") or s.log_format
         if "RUNCYCLES_SWEEP_INTERVAL_S" in env:
             s.sweep_interval_s = float(env["RUNCYCLES_SWEEP_INTERVAL_S"])
         if "RUNCYCLES_AUTH_CACHE_TTL_S" in env:

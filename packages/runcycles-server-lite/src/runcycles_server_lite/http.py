@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import ProtocolError, invalid, unavailable
+from .logs import request_context
 
 log = logging.getLogger("runcycles_server_lite.http")
 
@@ -152,6 +153,7 @@ class TraceMiddleware:
                     message["headers"].append((b"x-cycles-tenant", tenant.encode()))
             await send(message)
 
+        token = request_context.set((request_id, trace_id))
         try:
             await self.app(scope, receive, send_with_ids)
         except Exception as exc:
@@ -164,6 +166,8 @@ class TraceMiddleware:
                 headers=err.headers,
             )
             await resp(scope, receive, send_with_ids)
+        finally:
+            request_context.reset(token)
 
 
 def _as_protocol_error(
