@@ -506,3 +506,38 @@ def test_settlers_die_with_their_clients(provision: Provision) -> None:
     del client, g
     gc.collect()
     assert settler() is None
+
+
+def test_shadow_and_outage_policy_per_client(provision: Provision) -> None:
+    cfg = provision({"": 100}, shadow=True)
+    with rc.CyclesClient(cfg) as client:
+        with guard(5_000, client=client, **KIND) as g:  # over budget, but shadow never blocks
+            assert g.state is GuardState.SHADOW
+        assert balance(client) == {"remaining": 100, "reserved": 0, "spent": 0}
+        # A call's own setting still wins over the client's.
+        with pytest.raises(rc.BudgetExceededError):
+            rc.reserve(5_000, client=client.with_options(shadow=False), **KIND)
+
+    down = rc.CyclesConfig(
+        **{**_cfg_dict(cfg), "shadow": False, "outage_policy": "fail_open", "retry_max_attempts": 1}
+    )
+    with (
+        rc.CyclesClient(down, transport=httpx.MockTransport(_refuse)) as client,
+        guard(10, client=client, **KIND) as g,
+    ):
+        assert g.state is GuardState.UNGUARDED
+        g.add_usage(1)
+
+
+def test_lifecycle_defaults_from_env() -> None:
+    env = {
+        "CYCLES_BASE_URL": "http://x",
+        "CYCLES_API_KEY": "k",
+        "CYCLES_SHADOW": "true",
+        "CYCLES_OUTAGE_POLICY": "fail_open",
+    }
+    cfg = rc.CyclesConfig.from_env(environ=env)
+    assert cfg.shadow is True
+    assert cfg.outage_policy == "fail_open"
+    with pytest.raises(ValueError, match="outage_policy"):
+        rc.CyclesConfig.from_env(environ={**env, "CYCLES_OUTAGE_POLICY": "maybe"})

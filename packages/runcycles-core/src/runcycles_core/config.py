@@ -130,6 +130,10 @@ class CyclesConfig:
     journal_enabled: bool = True
     journal_dir: str | None = None
 
+    # Lifecycle defaults for every guard on this client (a call's own setting wins).
+    shadow: bool = False
+    outage_policy: str = "fail_closed"
+
     user_agent: str | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
 
@@ -139,6 +143,8 @@ class CyclesConfig:
         if not self.api_key:
             raise ValueError("api_key is required")
         self.base_url = self.base_url.rstrip("/")
+        if self.outage_policy not in ("fail_closed", "fail_open"):
+            raise ValueError("outage_policy must be 'fail_closed' or 'fail_open'")
         self.retry_policy  # noqa: B018 - validates the retry settings eagerly
 
     @property
@@ -179,7 +185,8 @@ class CyclesConfig:
         ``_POOL_TIMEOUT`` (seconds), ``CYCLES_USER_AGENT``. Retry: ``CYCLES_RETRY_ENABLED``,
         ``_RETRY_MAX_ATTEMPTS``, ``_RETRY_INITIAL_DELAY``, ``_RETRY_MULTIPLIER``,
         ``_RETRY_MAX_DELAY``, ``_RETRY_JITTER``, ``_RETRY_FLUSH_TIMEOUT``. Journal:
-        ``CYCLES_JOURNAL_ENABLED``, ``CYCLES_JOURNAL_DIR``. Booleans accept
+        ``CYCLES_JOURNAL_ENABLED``, ``CYCLES_JOURNAL_DIR``. Lifecycle defaults: ``CYCLES_SHADOW``,
+        ``CYCLES_OUTAGE_POLICY`` (``fail_closed`` or ``fail_open``). Booleans accept
         true/false/1/0/yes/no/on/off; anything else is a ``ValueError``.
         """
         env = os.environ if environ is None else environ
@@ -212,5 +219,7 @@ class CyclesConfig:
             retry_flush_timeout=_env_number(env, f"{p}RETRY_FLUSH_TIMEOUT", 10.0),
             journal_enabled=_env_bool(env, f"{p}JOURNAL_ENABLED", True),
             journal_dir=_env_str(env, f"{p}JOURNAL_DIR"),
+            shadow=_env_bool(env, f"{p}SHADOW", False),
+            outage_policy=_env_str(env, f"{p}OUTAGE_POLICY") or "fail_closed",
             user_agent=_env_str(env, f"{p}USER_AGENT"),
         )

@@ -107,7 +107,7 @@ def build_spec(
     metadata: Mapping[str, Any] | None = None,
     idempotency_key: str | None = None,
     shadow: bool = False,
-    outage_policy: OutagePolicy = "fail_closed",
+    outage_policy: OutagePolicy | None = None,
     heartbeat: bool = True,
     **extra: Any,
 ) -> GuardSpec:
@@ -132,8 +132,9 @@ def build_spec(
         grace_period_ms=grace_period_ms,
         overage_policy=overage_policy,
         metadata=metadata,
-        shadow=shadow,
-        outage_policy=outage_policy,
+        # A call's own choice wins; otherwise the client's config decides.
+        shadow=shadow or config.shadow,
+        outage_policy=outage_policy or cast("OutagePolicy", config.outage_policy),
         heartbeat=heartbeat,
         **kwargs,
     )
@@ -254,7 +255,7 @@ def cycles(
     client: CyclesClient | AsyncCyclesClient | None = None,
     use_estimate_if_actual_not_provided: bool = True,
     shadow: bool = False,
-    outage_policy: OutagePolicy = "fail_closed",
+    outage_policy: OutagePolicy | None = None,
     heartbeat: bool = True,
 ) -> Callable[[F], F]:
     """Guard a function with reserve → run → commit / release.

@@ -90,7 +90,8 @@ class CyclesSettings:
         estimate: µ¢ (or ``unit``) to reserve per model call, or a callable of the
             :class:`ModelCall`; default: priced from the model and prompt by ``pricing``.
         shadow: never block; record would-be decisions only.
-        outage_policy: ``fail_closed`` (default) or ``fail_open``; denials always stop.
+        outage_policy: ``fail_closed`` or ``fail_open`` (default: the client config's,
+            itself ``fail_closed`` by default); denials always stop.
         tool_budgets: per-tool estimate (``"*"`` = any tool) for gating tool calls as action
             kind ``tool.<name>``; ``None`` leaves tools ungated.
         denial_error: the plugin's subclass of :class:`BudgetExceededError` to raise.
@@ -106,7 +107,7 @@ class CyclesSettings:
     dimensions: Mapping[str, str] | None = None
     estimate: int | Callable[[ModelCall], int] | None = None
     shadow: bool = False
-    outage_policy: OutagePolicy = "fail_closed"
+    outage_policy: OutagePolicy | None = None
     unit: str = "USD_MICROCENTS"
     ttl_ms: int = 60_000
     overage_policy: str | None = None
@@ -119,7 +120,7 @@ class CyclesSettings:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
-        if self.outage_policy not in ("fail_closed", "fail_open"):
+        if self.outage_policy not in (None, "fail_closed", "fail_open"):
             raise ValueError("outage_policy must be 'fail_closed' or 'fail_open'")
 
     @property
