@@ -33,11 +33,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import heapq
+import itertools
 import logging
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
 from types import TracebackType
@@ -460,7 +464,8 @@ class Guard(_GuardBase):
         super().__init__(spec)
         self.client = client
         self._stop = threading.Event()
-        self._beat: threading.Thread | None = None
+        self._beat_client: CyclesClient | None = None
+        self._beats = 0
 
     def _timeout_ms(self) -> float | None:
         return self.client.config.read_timeout * 1000.0
@@ -480,61 +485,57 @@ class Guard(_GuardBase):
             return self
         self._accept(resp, sent)
         if self._heartbeat_due():
-            self._beat = threading.Thread(
-                target=self._heartbeat, name="runcycles-heartbeat", daemon=True
-            )
-            self._beat.start()
+            _sync_beats.schedule(self._first_delay, self)
         return self
 
     # -- heartbeat ---------------------------------------------------------------------------
-    def _heartbeat(self) -> None:
+    def _beat_once(self) -> float | None:
+        """One extend on the shared heartbeat pool; the delay (ms) to the next, or None."""
         assert self._clock is not None
         assert self.reservation_id is not None
+        if self._stop.is_set():
+            return None
         clock, rid = self._clock, self.reservation_id
-        delay, beat = self._first_delay, 0
-        # The heartbeat paces its own same-key retries inside the lease window (§5.4); the
-        # client's retry loop would spend that window blind.
-        client = self.client.with_options(retry_enabled=False)
-        while not self._stop.wait(delay / 1000.0):
-            sent = _now_ms()
-            try:
-                resp = client.extend_reservation(
-                    rid,
-                    idempotency_key=self.spec.key(f"extend:{beat}"),
-                    extend_by_ms=self.spec.ttl_ms,
-                )
-            except CyclesProtocolError as exc:
-                self._report(HeartbeatFailure(rid, exc, "stop"))
-                return
-            except CyclesUnavailableError as exc:
-                retry = clock.on_transient_failure(_now_ms(), exc.retry_after_ms)
-                self._report(
-                    HeartbeatFailure(rid, exc, "stop" if retry is None else "retry", retry)
-                )
-                if retry is None:
-                    return
-                delay = retry
-                continue
-            beat += 1
-            stats.incr("heartbeat_extends")
-            self.expires_at_ms = resp.expires_at_ms
-            delay = clock.on_success(
-                remaining_ttl_ms=resp.remaining_ttl_ms, sent_at_ms=sent, received_at_ms=_now_ms()
+        if self._beat_client is None:
+            # The heartbeat paces its own same-key retries inside the lease window (§5.4); the
+            # client's retry loop would spend that window blind.
+            self._beat_client = self.client.with_options(retry_enabled=False)
+        sent = _now_ms()
+        try:
+            resp = self._beat_client.extend_reservation(
+                rid,
+                idempotency_key=self.spec.key(f"extend:{self._beats}"),
+                extend_by_ms=self.spec.ttl_ms,
             )
-            if clock.should_stop_for_zero_delays:
-                self._report(
-                    HeartbeatFailure(rid, LifecycleError("lease too short to keep up"), "stop")
-                )
-                return
+        except CyclesProtocolError as exc:
+            if not self._stop.is_set():  # an extend racing the commit is no failure
+                self._report(HeartbeatFailure(rid, exc, "stop"))
+            return None
+        except CyclesUnavailableError as exc:
+            if self._stop.is_set():
+                return None
+            retry = clock.on_transient_failure(_now_ms(), exc.retry_after_ms)
+            self._report(HeartbeatFailure(rid, exc, "stop" if retry is None else "retry", retry))
+            return retry
+        self._beats += 1
+        stats.incr("heartbeat_extends")
+        self.expires_at_ms = resp.expires_at_ms
+        delay = clock.on_success(
+            remaining_ttl_ms=resp.remaining_ttl_ms, sent_at_ms=sent, received_at_ms=_now_ms()
+        )
+        if clock.should_stop_for_zero_delays:
+            self._report(
+                HeartbeatFailure(rid, LifecycleError("lease too short to keep up"), "stop")
+            )
+            return None
+        return delay
 
     def _report(self, failure: HeartbeatFailure) -> None:
         _report_heartbeat(self.spec, failure)
 
     def _stop_heartbeat(self) -> None:
+        # The scheduler drops stopped guards; an extend already in flight finds the flag set.
         self._stop.set()
-        beat = self._beat
-        if beat is not None and beat is not threading.current_thread():
-            beat.join(timeout=1.0)
 
     # -- terminal ----------------------------------------------------------------------------
     def commit(
@@ -793,6 +794,59 @@ class AsyncGuard(_GuardBase):
             await self.finish(exc)
         finally:
             self._exit_context()
+
+
+class _BeatScheduler:
+    """Runs every sync guard's heartbeat: one timer thread and a small pool for the extends,
+    so a guard costs a heap entry instead of a thread of its own. Guards are held weakly and
+    a stopped guard is simply dropped when it comes due."""
+
+    def __init__(self, workers: int = 4) -> None:
+        self._heap: list[tuple[float, int, weakref.ref[Guard]]] = []
+        self._cv = threading.Condition()
+        self._seq = itertools.count()
+        self._timer: threading.Thread | None = None
+        self._pool = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="runcycles-heartbeat"
+        )
+
+    def schedule(self, delay_ms: float, guard: Guard) -> None:
+        due = time.monotonic() + delay_ms / 1000.0
+        with self._cv:
+            heapq.heappush(self._heap, (due, next(self._seq), weakref.ref(guard)))
+            if self._timer is None or not self._timer.is_alive():
+                self._timer = threading.Thread(
+                    target=self._run, name="runcycles-heartbeat-timer", daemon=True
+                )
+                self._timer.start()
+            self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._heap:
+                    self._cv.wait()
+                due, _, ref = self._heap[0]
+                wait = due - time.monotonic()
+                if wait > 0:
+                    self._cv.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+            guard = ref()
+            if guard is not None and not guard._stop.is_set():
+                self._pool.submit(self._fire, guard)
+
+    def _fire(self, guard: Guard) -> None:
+        try:
+            delay = guard._beat_once()
+        except Exception:
+            log.exception("heartbeat of %s failed unexpectedly; stopped", guard.reservation_id)
+            return
+        if delay is not None and not guard._stop.is_set():
+            self.schedule(delay, guard)
+
+
+_sync_beats = _BeatScheduler()
 
 
 _finishing: set[asyncio.Task[Any]] = set()
