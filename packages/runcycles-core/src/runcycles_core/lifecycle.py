@@ -65,6 +65,7 @@ from .models import (
     Decision,
     ReservationCreateRequest,
     ReservationCreateResponse,
+    ReservationExtendResponse,
     Subject,
     Unit,
 )
@@ -250,6 +251,7 @@ class _GuardBase:
         self._token: contextvars.Token[_GuardBase | None] | None = None
         self._clock: LeaseClock | None = None
         self._first_delay = 0.0
+        self._beats = 0  # granted extensions: the next extend's idempotency key
 
     # -- what the action reports -------------------------------------------------------------
     @property
@@ -446,6 +448,42 @@ class _GuardBase:
             stats.incr("settlement_rejected")
         return result
 
+    # -- heartbeat outcomes (the sync and async twins differ only in how they send) ---------
+    def _beat_succeeded(self, resp: ReservationExtendResponse, sent_ms: float) -> float | None:
+        """Record a granted extension; the delay (ms) to the next beat, or None to stop."""
+        assert self._clock is not None
+        self._beats += 1
+        stats.incr("heartbeat_extends")
+        self.expires_at_ms = resp.expires_at_ms
+        delay = self._clock.on_success(
+            remaining_ttl_ms=resp.remaining_ttl_ms, sent_at_ms=sent_ms, received_at_ms=_now_ms()
+        )
+        if self._clock.should_stop_for_zero_delays:
+            self._beat_report(LifecycleError("lease too short to keep up"), "stop")
+            return None
+        return delay
+
+    def _beat_failed(self, exc: CyclesProtocolError | CyclesUnavailableError) -> float | None:
+        """Report a failed extend; the delay (ms) before a same-key retry, or None to stop."""
+        assert self._clock is not None
+        if isinstance(exc, CyclesProtocolError):
+            self._beat_report(exc, "stop")
+            return None
+        retry = self._clock.on_transient_failure(_now_ms(), exc.retry_after_ms)
+        self._beat_report(exc, "stop" if retry is None else "retry", retry)
+        return retry
+
+    def _beat_report(
+        self,
+        error: BaseException,
+        disposition: Literal["retry", "stop"],
+        retry_in_ms: float | None = None,
+    ) -> None:
+        assert self.reservation_id is not None
+        _report_heartbeat(
+            self.spec, HeartbeatFailure(self.reservation_id, error, disposition, retry_in_ms)
+        )
+
     def _enter_context(self) -> None:
         self._token = _current.set(self)
 
@@ -465,7 +503,6 @@ class Guard(_GuardBase):
         self.client = client
         self._stop = threading.Event()
         self._beat_client: CyclesClient | None = None
-        self._beats = 0
 
     def _timeout_ms(self) -> float | None:
         return self.client.config.read_timeout * 1000.0
@@ -491,11 +528,9 @@ class Guard(_GuardBase):
     # -- heartbeat ---------------------------------------------------------------------------
     def _beat_once(self) -> float | None:
         """One extend on the shared heartbeat pool; the delay (ms) to the next, or None."""
-        assert self._clock is not None
         assert self.reservation_id is not None
         if self._stop.is_set():
             return None
-        clock, rid = self._clock, self.reservation_id
         if self._beat_client is None:
             # The heartbeat paces its own same-key retries inside the lease window (§5.4); the
             # client's retry loop would spend that window blind.
@@ -503,35 +538,14 @@ class Guard(_GuardBase):
         sent = _now_ms()
         try:
             resp = self._beat_client.extend_reservation(
-                rid,
+                self.reservation_id,
                 idempotency_key=self.spec.key(f"extend:{self._beats}"),
                 extend_by_ms=self.spec.ttl_ms,
             )
-        except CyclesProtocolError as exc:
-            if not self._stop.is_set():  # an extend racing the commit is no failure
-                self._report(HeartbeatFailure(rid, exc, "stop"))
-            return None
-        except CyclesUnavailableError as exc:
-            if self._stop.is_set():
-                return None
-            retry = clock.on_transient_failure(_now_ms(), exc.retry_after_ms)
-            self._report(HeartbeatFailure(rid, exc, "stop" if retry is None else "retry", retry))
-            return retry
-        self._beats += 1
-        stats.incr("heartbeat_extends")
-        self.expires_at_ms = resp.expires_at_ms
-        delay = clock.on_success(
-            remaining_ttl_ms=resp.remaining_ttl_ms, sent_at_ms=sent, received_at_ms=_now_ms()
-        )
-        if clock.should_stop_for_zero_delays:
-            self._report(
-                HeartbeatFailure(rid, LifecycleError("lease too short to keep up"), "stop")
-            )
-            return None
-        return delay
-
-    def _report(self, failure: HeartbeatFailure) -> None:
-        _report_heartbeat(self.spec, failure)
+        except (CyclesProtocolError, CyclesUnavailableError) as exc:
+            # An extend racing the commit is no failure.
+            return None if self._stop.is_set() else self._beat_failed(exc)
+        return self._beat_succeeded(resp, sent)
 
     def _stop_heartbeat(self) -> None:
         # The scheduler drops stopped guards; an extend already in flight finds the flag set.
@@ -652,45 +666,22 @@ class AsyncGuard(_GuardBase):
         return self
 
     async def _heartbeat(self) -> None:
-        assert self._clock is not None
         assert self.reservation_id is not None
-        clock, rid = self._clock, self.reservation_id
-        delay, beat = self._first_delay, 0
-        client = self.client.with_options(retry_enabled=False)  # see Guard._heartbeat
-        while True:
+        client = self.client.with_options(retry_enabled=False)  # see Guard._beat_once
+        delay: float | None = self._first_delay
+        while delay is not None:
             await asyncio.sleep(delay / 1000.0)
             sent = _now_ms()
             try:
                 resp = await client.extend_reservation(
-                    rid,
-                    idempotency_key=self.spec.key(f"extend:{beat}"),
+                    self.reservation_id,
+                    idempotency_key=self.spec.key(f"extend:{self._beats}"),
                     extend_by_ms=self.spec.ttl_ms,
                 )
-            except CyclesProtocolError as exc:
-                _report_heartbeat(self.spec, HeartbeatFailure(rid, exc, "stop"))
-                return
-            except CyclesUnavailableError as exc:
-                retry = clock.on_transient_failure(_now_ms(), exc.retry_after_ms)
-                _report_heartbeat(
-                    self.spec,
-                    HeartbeatFailure(rid, exc, "stop" if retry is None else "retry", retry),
-                )
-                if retry is None:
-                    return
-                delay = retry
+            except (CyclesProtocolError, CyclesUnavailableError) as exc:
+                delay = self._beat_failed(exc)
                 continue
-            beat += 1
-            stats.incr("heartbeat_extends")
-            self.expires_at_ms = resp.expires_at_ms
-            delay = clock.on_success(
-                remaining_ttl_ms=resp.remaining_ttl_ms, sent_at_ms=sent, received_at_ms=_now_ms()
-            )
-            if clock.should_stop_for_zero_delays:
-                _report_heartbeat(
-                    self.spec,
-                    HeartbeatFailure(rid, LifecycleError("lease too short to keep up"), "stop"),
-                )
-                return
+            delay = self._beat_succeeded(resp, sent)
 
     async def _stop_heartbeat(self) -> None:
         beat, self._beat = self._beat, None
