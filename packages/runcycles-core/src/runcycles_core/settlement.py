@@ -209,11 +209,29 @@ def _next_pass_delay(
     return delay
 
 
+def _closed(client: CyclesClient | AsyncCyclesClient) -> bool:
+    """A closed client can settle nothing: its records wait for the next start."""
+    return bool(getattr(getattr(client, "_http", None), "is_closed", False))
+
+
 class _Base:
     def __init__(self, config: CyclesConfig, journal: CommitJournal) -> None:
         self.config = config
         self.journal = journal
         self._policy = config.retry_policy
+
+    def _failed(
+        self,
+        exc: CyclesProtocolError | CyclesUnavailableError,
+        record: Record,
+        result: SettlementResult | None,
+    ) -> Outcome:
+        """The journal outcome of a failed attempt (shared by the sync and async settlers)."""
+        outcome = classify(exc, record, self._policy.backoff(record.attempts + 1))
+        if result is not None and isinstance(outcome, Rejected):
+            result.rejection = outcome.reason
+        self._log_outcome(record, outcome)
+        return outcome
 
     def _log_outcome(self, record: Record, outcome: Outcome) -> None:
         if isinstance(outcome, Rejected):
@@ -263,11 +281,7 @@ class Settler(_Base):
                     if result is not None:
                         result.via_event = True
             except (CyclesProtocolError, CyclesUnavailableError) as exc:
-                outcome = classify(exc, record, self._policy.backoff(record.attempts + 1))
-                if result is not None and isinstance(outcome, Rejected):
-                    result.rejection = outcome.reason
-                self._log_outcome(record, outcome)
-                return outcome
+                return self._failed(exc, record, result)
             if result is not None:
                 result.response = resp
             return Settled()
@@ -300,14 +314,10 @@ class Settler(_Base):
                 self._worker.start()
             self._wake.notify_all()
 
-    def _client_closed(self) -> bool:
-        http = getattr(self.client, "_http", None)
-        return bool(getattr(http, "is_closed", False))
-
     def _run(self) -> None:
         failed_passes = 0
         try:
-            while not self._stopped and not self._client_closed():
+            while not self._stopped and not _closed(self.client):
                 with self._wake:
                     kicks = self._kicks
                 report = self.journal.replay(self._attempt_factory(None))
@@ -359,7 +369,7 @@ class Settler(_Base):
     def _atexit(self) -> None:
         with contextlib.suppress(Exception):
             # A closed client cannot settle anything: its records wait for the next start.
-            if self._outstanding and not self._client_closed():
+            if self._outstanding and not _closed(self.client):
                 self.flush()
         self._stopped = True
 
@@ -385,11 +395,7 @@ class AsyncSettler(_Base):
                     if result is not None:
                         result.via_event = True
             except (CyclesProtocolError, CyclesUnavailableError) as exc:
-                outcome = classify(exc, record, self._policy.backoff(record.attempts + 1))
-                if result is not None and isinstance(outcome, Rejected):
-                    result.rejection = outcome.reason
-                self._log_outcome(record, outcome)
-                return outcome
+                return self._failed(exc, record, result)
             if result is not None:
                 result.response = resp
             return Settled()
@@ -419,7 +425,7 @@ class AsyncSettler(_Base):
 
     async def _run(self) -> None:
         failed_passes = 0
-        while not getattr(getattr(self.client, "_http", None), "is_closed", False):
+        while not _closed(self.client):
             report = await self.journal.areplay(self._attempt_factory(None))
             failed_passes += _spent_a_retry(report)
             pending = self.journal.pending()
