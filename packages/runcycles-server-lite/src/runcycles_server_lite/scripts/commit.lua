@@ -12,33 +12,17 @@ local f = redis.call("HMGET", KEYS[2], "status", "tenant", "estimate", "unit", "
   "budget_scopes", "overage_policy", "expires_at", "grace_ms", "commit_key", "commit_hash",
   "commit_body", "reservation_id")
 local status = f[1]
-if not status then return err("NOT_FOUND", "reservation not found") end
-if f[2] ~= ARGV[1] then return err("FORBIDDEN", "reservation belongs to another tenant") end
+local e = owned(status, f[2], ARGV[1])
+if e then return e end
 
 -- The key is unique per (tenant, commit): reused on another reservation it is a mismatch
 -- (the payload hash binds the reservation id).
-local idem = redis.call("HMGET", KEYS[4], "hash", "body")
-if idem[1] then
-  if idem[1] ~= ARGV[5] then
-    return err("IDEMPOTENCY_MISMATCH", "idempotency_key was already used with a different request")
-  end
-  return ok(200, idem[2])
-end
-if status == "COMMITTED" and f[10] == ARGV[4] then
-  if f[11] ~= ARGV[5] then
-    return err("IDEMPOTENCY_MISMATCH", "idempotency_key was already used with a different request")
-  end
-  return ok(200, f[12])
-end
+local replay = settle_replay(redis.call("HMGET", KEYS[4], "hash", "body"), ARGV[5], status,
+  "COMMITTED", f[10], ARGV[4], f[11], f[12])
+if replay then return replay end
 
-local tenant, terr = tenant_settings(KEYS[1])
-if not tenant then return terr end
-if tenant.closed then return err("TENANT_CLOSED", "tenant is closed") end
-
-if status == "EXPIRED" then return err("RESERVATION_EXPIRED", "reservation has expired") end
-if status ~= "ACTIVE" then
-  return err("RESERVATION_FINALIZED", "reservation is already " .. string.lower(status))
-end
+e = active_gate(KEYS[1], status)
+if e then return e end
 local unit = f[4]
 if ARGV[3] ~= unit then
   return err("UNIT_MISMATCH", "actual.unit " .. ARGV[3] .. " differs from the reserved unit " .. unit,

@@ -6,27 +6,19 @@
 local f = redis.call("HMGET", KEYS[2], "status", "tenant", "expires_at", "grace_ms",
   "extension_count", "max_extensions", "unit", "budget_keys", "budget_scopes", "reservation_id")
 local status = f[1]
-if not status then return err("NOT_FOUND", "reservation not found") end
-if f[2] ~= ARGV[1] then return err("FORBIDDEN", "reservation belongs to another tenant") end
+local e = owned(status, f[2], ARGV[1])
+if e then return e end
 
 local idem = redis.call("HMGET", KEYS[4], "hash", "body_a", "body_b", "expires_at")
 if idem[1] then
-  if idem[1] ~= ARGV[3] then
-    return err("IDEMPOTENCY_MISMATCH", "idempotency_key was already used with a different request")
-  end
+  if idem[1] ~= ARGV[3] then return mismatch() end
   local rttl = 0
   if status == "ACTIVE" then rttl = math.max(0, tonumber(idem[4]) - now_ms()) end
   return ok(200, idem[2] .. istr(rttl) .. idem[3])
 end
 
-local tenant, terr = tenant_settings(KEYS[1])
-if not tenant then return terr end
-if tenant.closed then return err("TENANT_CLOSED", "tenant is closed") end
-
-if status == "EXPIRED" then return err("RESERVATION_EXPIRED", "reservation has expired") end
-if status ~= "ACTIVE" then
-  return err("RESERVATION_FINALIZED", "reservation is already " .. string.lower(status))
-end
+e = active_gate(KEYS[1], status)
+if e then return e end
 local expires_at = tonumber(f[3] or "")
 local grace = tonumber(f[4] or "")
 local count = tonumber(f[5] or "0") or 0

@@ -202,6 +202,45 @@ local BUDGET_READ = {"status", "allocated", "remaining", "reserved", "spent", "d
   "overdraft_limit", "is_over_limit", "caps_json", "unit"}
 
 -- Read one budget hash; nil if it does not exist; (nil, err) if corrupt.
+-- A reservation's own checks, in the reference's order: it exists, then it is the caller's.
+local function owned(status, owner, caller)
+  if not status then return err("NOT_FOUND", "reservation not found") end
+  if owner ~= caller then return err("FORBIDDEN", "reservation belongs to another tenant") end
+  return nil
+end
+
+local function mismatch()
+  return err("IDEMPOTENCY_MISMATCH", "idempotency_key was already used with a different request")
+end
+
+-- A replay of a settlement: the per-(tenant, endpoint, key) record ``idem`` = {hash, body}
+-- first, then the key the reservation stored when it reached ``done_status``. nil if new.
+local function settle_replay(idem, req_hash, status, done_status, stored_key, req_key,
+                             stored_hash, stored_body)
+  if idem[1] then
+    if idem[1] ~= req_hash then return mismatch() end
+    return ok(200, idem[2])
+  end
+  if status == done_status and stored_key == req_key then
+    if stored_hash ~= req_hash then return mismatch() end
+    return ok(200, stored_body)
+  end
+  return nil
+end
+
+-- The gates every change to a reservation passes after its replay check, in the reference's
+-- order: tenant closed (or malformed), then expired, then any other finalized state.
+local function active_gate(tenant_key, status)
+  local tenant, terr = tenant_settings(tenant_key)
+  if not tenant then return terr end
+  if tenant.closed then return err("TENANT_CLOSED", "tenant is closed") end
+  if status == "EXPIRED" then return err("RESERVATION_EXPIRED", "reservation has expired") end
+  if status ~= "ACTIVE" then
+    return err("RESERVATION_FINALIZED", "reservation is already " .. string.lower(status))
+  end
+  return nil
+end
+
 local function read_budget(key)
   local f = redis.call("HMGET", key, unpack(BUDGET_READ))
   if not f[1] and not f[3] and not f[6] and not f[8] then return nil end

@@ -9,31 +9,15 @@ local f = redis.call("HMGET", KEYS[2], "status", "tenant", "estimate", "unit", "
   "budget_scopes", "expires_at", "grace_ms", "release_key", "release_hash", "release_body",
   "reservation_id")
 local status = f[1]
-if not status then return err("NOT_FOUND", "reservation not found") end
-if f[2] ~= ARGV[1] then return err("FORBIDDEN", "reservation belongs to another tenant") end
+local e = owned(status, f[2], ARGV[1])
+if e then return e end
 
-local idem = redis.call("HMGET", KEYS[5], "hash", "body")
-if idem[1] then
-  if idem[1] ~= ARGV[3] then
-    return err("IDEMPOTENCY_MISMATCH", "idempotency_key was already used with a different request")
-  end
-  return ok(200, idem[2])
-end
-if status == "RELEASED" and f[9] == ARGV[2] then
-  if f[10] ~= ARGV[3] then
-    return err("IDEMPOTENCY_MISMATCH", "idempotency_key was already used with a different request")
-  end
-  return ok(200, f[11])
-end
+local replay = settle_replay(redis.call("HMGET", KEYS[5], "hash", "body"), ARGV[3], status,
+  "RELEASED", f[9], ARGV[2], f[10], f[11])
+if replay then return replay end
 
-local tenant, terr = tenant_settings(KEYS[1])
-if not tenant then return terr end
-if tenant.closed then return err("TENANT_CLOSED", "tenant is closed") end
-
-if status == "EXPIRED" then return err("RESERVATION_EXPIRED", "reservation has expired") end
-if status ~= "ACTIVE" then
-  return err("RESERVATION_FINALIZED", "reservation is already " .. string.lower(status))
-end
+e = active_gate(KEYS[1], status)
+if e then return e end
 local unit = f[4]
 local estimate = dnorm(f[3] or "")
 local expires_at = tonumber(f[7] or "")
