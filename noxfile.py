@@ -165,7 +165,7 @@ def demo_tests(session: nox.Session) -> None:
 @nox.session
 def e2e(session: nox.Session) -> None:
     """Cross-package end-to-end tests (tests/): README quickstarts against the real CLI."""
-    session.install("pytest>=8,<10", "httpx>=0.27,<1", "-e", CORE, "-e", SERVER)
+    session.install("-e", CORE, "-e", SERVER, "-e", TESTING)
     _pytest(session, "tests")
 
 
