@@ -170,6 +170,22 @@ def e2e(session: nox.Session) -> None:
 
 
 @nox.session
+def conformance(session: nox.Session) -> None:
+    """The project's contract and live server against the upstream Cycles spec (not in the
+    default run): schema parity, schemathesis over both specs, the client-recovery runner.
+    The spec folder comes from the environment; conformance/conftest.py says which variable."""
+    session.install(
+        "-e",
+        f"{CORE}[test]",
+        "-e",
+        f"{SERVER}[test]",
+        "schemathesis>=4.3,<5",
+        "jsonschema>=4.23,<5",
+    )
+    _pytest(session, "conformance")
+
+
+@nox.session
 def serve(session: nox.Session) -> None:
     """Start server-lite on the embedded store (extra args go to the server CLI)."""
     session.install("-e", SERVER)
