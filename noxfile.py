@@ -118,6 +118,11 @@ ENVS: dict[str, list[str]] = {
         *_editable(CORE, SERVER, LANGCHAIN, f"{DEMO}[test]"),
     ],
     "bench": [*_editable(CORE, SERVER), "-r bench/requirements.txt"],
+    "conformance": [
+        *_editable(f"{CORE}[test]", f"{SERVER}[test]"),
+        "schemathesis>=4.3,<5",
+        "jsonschema>=4.23,<5",
+    ],
 }
 
 # Distributions built from this checkout: never pinned in a lock.
@@ -331,17 +336,11 @@ def e2e(session: nox.Session) -> None:
 
 @nox.session
 def conformance(session: nox.Session) -> None:
-    """The project's contract and live server against the upstream Cycles spec (not in the
-    default run): schema parity, schemathesis over both specs, the client-recovery runner.
-    The spec folder comes from the environment; conformance/conftest.py says which variable."""
-    session.install(
-        "-e",
-        f"{CORE}[test]",
-        "-e",
-        f"{SERVER}[test]",
-        "schemathesis>=4.3,<5",
-        "jsonschema>=4.23,<5",
-    )
+    """The project's contract, client and live server against the upstream Cycles spec (not in
+    the default run; .ci/run calls it): contract parity, core's models, schemathesis over both
+    specs, the client-recovery runner. conformance/upstream.py says where the spec folder is
+    looked for (an environment variable, with a default beside the clone)."""
+    _install(session, "conformance")
     _pytest(session, "conformance")
 
 
