@@ -360,12 +360,10 @@ class _WireSchema(GenerateJsonSchema):
         return self.generate_inner(schema["schema"])
 
     def default_schema(self, schema: core_schema.WithDefaultSchema) -> Any:
-        inner = self.generate_inner(schema["schema"])
-        if schema.get("default", ...) is not None:
-            default = self.get_default_value(schema)
-            if default is not ... and not callable(default):
-                inner = {**inner, "default": self.encode_default(default)}
-        return inner
+        out = super().default_schema(schema)
+        if isinstance(out, dict) and "default" in out and out["default"] is None:
+            out = {k: v for k, v in out.items() if k != "default"}  # absent, not null
+        return out
 
     def field_title_should_be_set(self, schema: Any) -> bool:
         return False
