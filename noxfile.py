@@ -118,6 +118,11 @@ ENVS: dict[str, list[str]] = {
         *_editable(CORE, SERVER, LANGCHAIN, f"{DEMO}[test]"),
     ],
     "bench": [*_editable(CORE, SERVER), "-r bench/requirements.txt"],
+    "conformance": [
+        *_editable(f"{CORE}[test]", f"{SERVER}[test]"),
+        "schemathesis>=4.3,<5",
+        "jsonschema>=4.23,<5",
+    ],
 }
 
 # Distributions built from this checkout: never pinned in a lock.
@@ -327,6 +332,16 @@ def e2e(session: nox.Session) -> None:
     """Cross-package end-to-end tests (tests/): README quickstarts against the real CLI."""
     _install(session, "base", *ENVS["base"][1:])
     _pytest(session, "tests")
+
+
+@nox.session
+def conformance(session: nox.Session) -> None:
+    """The project's contract, client and live server against the upstream Cycles spec (not in
+    the default run; .ci/run calls it): contract parity, core's models, schemathesis over both
+    specs, the client-recovery runner. conformance/upstream.py says where the spec folder is
+    looked for (an environment variable, with a default beside the clone)."""
+    _install(session, "conformance")
+    _pytest(session, "conformance")
 
 
 @nox.session

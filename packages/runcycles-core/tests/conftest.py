@@ -6,16 +6,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from runcycles_core import CyclesConfig
-
-# <repo>/packages/runcycles-core/tests/conftest.py -> <repo>/../shared/spec
-SPEC_DIR = (Path(__file__).resolve().parents[3] / ".." / "shared" / "spec").resolve()
 
 BASE_URL = "http://cycles.test"
 API_KEY = "cyc_test_key"

@@ -9,7 +9,8 @@ operation, idempotency key and body, so the tests assert the catalog's request c
 the server's ledger shows whether the spend was applied exactly once.
 
 A restart always builds a fresh client and settler; only the journal directory crosses over.
-``recovery_adapter.py`` maps each scenario id to the tests here for the shared conformance runner.
+``recovery_adapter.py`` maps each scenario id to the tests here for the shared conformance runner;
+:data:`CATALOG` is the scenario catalog they are bound to.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -45,7 +45,6 @@ from runcycles_core.journal import _legacy_filename, record_filename
 from runcycles_core.lifecycle import GuardState, HeartbeatFailure
 from runcycles_core.settlement import _principal, async_settler_for, journal_for, settler_for
 
-from .conftest import SPEC_DIR
 from .recovery_adapter import MODULE, REPORT_ENV, SCENARIO_TESTS
 from .recovery_child import EXIT_KILLED, op_of
 
@@ -1280,11 +1279,224 @@ ADAPTER = Path(__file__).with_name("recovery_adapter.py")
 INPUTS = ("id", "level", "name", "precondition", "faults")
 
 
+# The catalog this suite is bound to: profile cycles-sdk-recovery v0.3, every scenario's inputs
+# (what the shared runner sends the adapter) and what it asserts (the runner's review oracle).
+# The conformance session checks it is still the upstream catalog, field for field.
+CATALOG_PROFILE = ("cycles-sdk-recovery", "0.3")
+CATALOG: tuple[dict[str, Any], ...] = (
+    {
+        "id": "CR-CORE-001",
+        "level": "core",
+        "name": "lost commit response reuses the same key",
+        "precondition": "actual_known",
+        "faults": [
+            "commit_response_lost",
+        ],
+        "expected_requests": [
+            "commit",
+            "commit_same_key",
+        ],
+        "assertions": [
+            "settlement_occurs_at_most_once",
+            "retry_uses_original_idempotency_key",
+        ],
+    },
+    {
+        "id": "CR-CORE-002",
+        "level": "core",
+        "name": "expired commit falls back to an event",
+        "precondition": "actual_known",
+        "faults": [
+            "commit_reservation_expired",
+        ],
+        "expected_requests": [
+            "commit",
+            "event_same_key",
+        ],
+        "assertions": [
+            "event_carries_original_subject_action_actual",
+            "settlement_occurs_at_most_once",
+        ],
+    },
+    {
+        "id": "CR-CORE-003",
+        "level": "core",
+        "name": "heartbeat transport failure is observable and non-fatal",
+        "precondition": "action_running",
+        "faults": [
+            "extend_transport_error",
+        ],
+        "expected_requests": [
+            "extend",
+            "extend_same_key",
+            "commit",
+        ],
+        "assertions": [
+            "heartbeat_failure_reports_reservation_and_disposition",
+            "guarded_action_continues_under_warn_policy",
+            "final_settlement_is_attempted",
+        ],
+    },
+    {
+        "id": "CR-CORE-004",
+        "level": "core",
+        "name": "protocol-invalid settlement success remains ambiguous",
+        "precondition": "actual_known",
+        "faults": [
+            "commit_nonconformant_2xx_or_body",
+        ],
+        "expected_requests": [
+            "commit",
+            "commit_same_key",
+        ],
+        "assertions": [
+            "only_schema_valid_expected_status_is_terminal_success",
+            "ambiguous_success_retains_original_idempotency_key",
+        ],
+    },
+    {
+        "id": "CR-DURABLE-001",
+        "level": "durable",
+        "name": "first commit is journaled before it leaves the process",
+        "precondition": "actual_known",
+        "faults": [
+            "process_terminated_while_first_commit_is_in_flight",
+            "process_restarted",
+        ],
+        "expected_requests": [
+            "commit",
+            "commit_same_key_after_restart",
+        ],
+        "assertions": [
+            "journal_write_precedes_first_settlement_request",
+            "unresolved_record_survives_restart",
+            "successful_replay_removes_record",
+            "settlement_occurs_at_most_once",
+        ],
+    },
+    {
+        "id": "CR-DURABLE-002",
+        "level": "durable",
+        "name": "replayed expired commit switches durably to event mode",
+        "precondition": "journal_contains_commit",
+        "faults": [
+            "process_restarted",
+            "commit_reservation_expired",
+            "process_terminated_after_mode_switch",
+            "process_restarted",
+        ],
+        "expected_requests": [
+            "commit_same_key_after_restart",
+            "event_same_key_after_restart",
+        ],
+        "assertions": [
+            "event_mode_is_persisted_before_event_attempt",
+            "successful_event_removes_record",
+            "settlement_occurs_at_most_once",
+        ],
+    },
+    {
+        "id": "CR-DURABLE-003",
+        "level": "durable",
+        "name": "rate-limit floor survives restart",
+        "precondition": "actual_known",
+        "faults": [
+            "commit_429_with_retry_after",
+            "process_terminated_after_journal_write",
+            "process_restarted_before_retry_after",
+        ],
+        "expected_requests": [
+            "commit",
+            "commit_same_key_after_retry_after",
+        ],
+        "assertions": [
+            "no_retry_before_persisted_not_before",
+            "successful_replay_removes_record",
+        ],
+    },
+    {
+        "id": "CR-DURABLE-004",
+        "level": "durable",
+        "name": "tenant journal survives API-key rotation",
+        "precondition": "journal_contains_commit_with_tenant_identity",
+        "faults": [
+            "api_key_rotated",
+            "process_restarted",
+        ],
+        "expected_requests": [
+            "commit_same_key_after_restart",
+        ],
+        "assertions": [
+            "new_tenant_credential_finds_record",
+            "old_api_key_is_not_stored",
+        ],
+    },
+    {
+        "id": "CR-DURABLE-005",
+        "level": "durable",
+        "name": "corrupt or unsupported journal record is quarantined",
+        "precondition": "journal_contains_corrupt_or_unsupported_record",
+        "faults": [
+            "process_restarted",
+        ],
+        "expected_requests": [],
+        "assertions": [
+            "corrupt_record_is_quarantined",
+            "unsupported_record_version_is_quarantined",
+            "other_valid_records_still_replay",
+            "corruption_is_reported",
+        ],
+    },
+    {
+        "id": "CR-DURABLE-006",
+        "level": "durable",
+        "name": "concurrent replay remains exactly once",
+        "precondition": "journal_contains_commit",
+        "faults": [
+            "two_independent_workers_replay_same_record",
+        ],
+        "expected_requests": [
+            "concurrent_commit_same_key",
+        ],
+        "assertions": [
+            "settlement_occurs_at_most_once",
+            "terminal_record_is_removed",
+        ],
+    },
+    {
+        "id": "CR-DURABLE-007",
+        "level": "durable",
+        "name": "journal filenames preserve distinct arbitrary reservation identifiers",
+        "precondition": "journal_contains_records_with_colliding_legacy_identifiers",
+        "faults": [
+            "legacy_record_encountered",
+        ],
+        "expected_requests": [],
+        "assertions": [
+            "standard_filename_is_sha256_of_exact_utf8_identifier",
+            "distinct_identifiers_never_share_a_journal_file",
+            "matching_legacy_record_migrates_without_deleting_collision",
+        ],
+    },
+    {
+        "id": "CR-BOUNDARY-001",
+        "level": "boundary",
+        "name": "missing actual is surfaced without settlement",
+        "precondition": "actual_unknown",
+        "faults": [
+            "guarded_action_does_not_return_actual",
+        ],
+        "expected_requests": [],
+        "assertions": [
+            "no_commit_or_event_without_known_actual",
+            "missing_actual_or_guarded_action_failure_is_surfaced",
+        ],
+    },
+)
+
+
 def _catalog() -> list[dict[str, Any]]:
-    data = yaml.safe_load((SPEC_DIR / "client-recovery-scenarios.yaml").read_text())
-    assert data["profile"] == "cycles-sdk-recovery"
-    scenarios: list[dict[str, Any]] = data["scenarios"]
-    return scenarios
+    return [dict(scenario) for scenario in CATALOG]
 
 
 def _slug(scenario_id: str) -> str:

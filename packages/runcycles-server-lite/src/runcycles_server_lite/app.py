@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 from . import admin, runtime
 from .auth import Authenticator
 from .config import Settings
+from .contract import OPENAPI_PATH, serve_openapi
 from .http import JSONResponse, TraceMiddleware, http_exception_handler
 from .services import Services, services
 from .store import Store
@@ -48,6 +49,7 @@ def health_routes() -> list[BaseRoute]:
         Route("/actuator/health/liveness", liveness, methods=["GET"]),
         Route("/readyz", readiness, methods=["GET"]),
         Route("/healthz", liveness, methods=["GET"]),
+        Route(OPENAPI_PATH, serve_openapi, methods=["GET"]),
     ]
 
 
