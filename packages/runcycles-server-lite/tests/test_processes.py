@@ -52,7 +52,7 @@ def alive(pid: int) -> bool:
 
 def test_start_timeout_scales_with_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(testing.TIMEOUT_SCALE_ENV, raising=False)
-    assert start_timeout() == 90
+    assert start_timeout() == 120
     assert start_timeout(10) == 10
     monkeypatch.setenv(testing.TIMEOUT_SCALE_ENV, "2.5")
     assert start_timeout(10) == 25

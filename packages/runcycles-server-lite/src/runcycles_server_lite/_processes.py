@@ -23,13 +23,13 @@ from typing import Any
 import httpx
 
 TIMEOUT_SCALE_ENV = "RUNCYCLES_TEST_TIMEOUT_SCALE"
-DEFAULT_START_TIMEOUT_S = 90.0
+DEFAULT_START_TIMEOUT_S = 120.0
 
 Args = Sequence[str | os.PathLike[str]]
 
 
 def start_timeout(seconds: float = DEFAULT_START_TIMEOUT_S) -> float:
-    """How long to wait for something just started to become ready: ``seconds`` (90 by
+    """How long to wait for something just started to become ready: ``seconds`` (120 by
     default, enough for a cold start on a 2-core machine under a load average of 8) times
     ``$RUNCYCLES_TEST_TIMEOUT_SCALE`` (default 1)."""
     raw = os.environ.get(TIMEOUT_SCALE_ENV, "").strip()

@@ -10,7 +10,7 @@ otherwise an embedded redis-server is started in ``data_dir``.
 
 For tests that start processes of their own, :func:`spawn` / :func:`process_group` /
 :func:`run` give each child its own process group and :func:`stop_group` stops that group as a
-whole; :func:`wait_ready` polls readiness against :func:`start_timeout` (90 s, times
+whole; :func:`wait_ready` polls readiness against :func:`start_timeout` (120 s, times
 ``$RUNCYCLES_TEST_TIMEOUT_SCALE``).
 """
 
