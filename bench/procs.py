@@ -7,7 +7,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -17,8 +16,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import psutil
+
+from runcycles_server_lite.testing import http_ok, spawn, stop_group, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,16 +30,8 @@ def free_port() -> int:
         return port
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited {proc.returncode}:\n{log.read_text()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} not ready after {timeout}s:\n{log.read_text()}")
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    wait_ready(http_ok(url), f"{proc.args!r} at {url}", proc=proc, log=log)
 
 
 def machine_busy_s() -> float:
@@ -82,7 +74,8 @@ class CpuSnapshot:
 
 @dataclass
 class Served:
-    """A uvicorn-served app in a child process tree (master, workers, maybe redis-server)."""
+    """A uvicorn-served app in a child process tree (master, workers, maybe redis-server),
+    leading its own process group."""
 
     name: str
     base_url: str
@@ -139,13 +132,7 @@ class Served:
         return "; ".join(parts)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_group(self.proc, grace=20)
 
 
 def _bin(name: str) -> str:
@@ -173,7 +160,7 @@ def server_lite(workers: int) -> Iterator[Served]:
     env = _clean_env() | {"ADMIN_API_KEY": admin}
     log = data_dir / "server.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(
+        proc = spawn(
             [
                 _bin("runcycles-server-lite"),
                 "--port",
@@ -206,7 +193,7 @@ def hello_world(workers: int) -> Iterator[Served]:
     port = free_port()
     log = Path(tempfile.mkstemp(prefix="rcbench-hello-", suffix=".log")[1])
     with log.open("wb") as out:
-        proc = subprocess.Popen(
+        proc = spawn(
             [
                 sys.executable,
                 "-m",

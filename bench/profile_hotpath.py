@@ -9,6 +9,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from runcycles_server_lite.testing import spawn
+
 from .report import Tab
 
 # Each sample goes to the component of its deepest (leaf-most) frame that matches one, so the
@@ -35,7 +37,7 @@ _LOOP = re.compile(r"^Runner\.run \(asyncio/runners\.py")
 def start(pid: int, seconds: float, out: Path, rate: int = 250) -> subprocess.Popen[bytes]:
     """py-spy sampling ``pid`` for ``seconds`` in raw (collapsed stacks) format."""
     exe = Path(sys.executable).parent / "py-spy"
-    return subprocess.Popen(
+    return spawn(  # its own process group: the caller stops it with stop_group
         [
             str(exe),
             "record",

@@ -21,6 +21,7 @@ import psutil
 from rich.console import Console
 
 from runcycles_server_lite.store import Store
+from runcycles_server_lite.testing import start_timeout, stop_group
 
 from . import client_overhead, memory, profile_hotpath
 from . import server_load as sl
@@ -120,9 +121,13 @@ def _profile(lite: Any, spec: sl.CellSpec, client: str) -> list[Tab]:
     out = Path(tempfile.mkstemp(prefix="rcbench-pyspy-", suffix=".txt")[1])
     window = sl.CellSpec(max(spec.seconds, 4.0), spec.max_ops, 0.0)
     spy = profile_hotpath.start(lite.proc.pid, window.seconds, out)
-    time.sleep(0.5)  # py-spy attaches
-    row = _run(sl.http_cell(lite, lite, sl.RESERVE, 50, window, client, tag="-profile"))
-    spy.wait(timeout=60)
+    try:
+        time.sleep(0.5)  # py-spy attaches (it has no readiness signal; a late attach only
+        # shortens the sampled window)
+        row = _run(sl.http_cell(lite, lite, sl.RESERVE, 50, window, client, tag="-profile"))
+        spy.wait(timeout=start_timeout(60))
+    finally:
+        stop_group(spy)
     try:
         return profile_hotpath.summarize(out, row.result.ops)
     finally:

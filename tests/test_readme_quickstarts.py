@@ -1,17 +1,25 @@
-"""The README quickstarts run as written: the shell block against the real console script
-(embedded store, fresh data dir, free port), then the Python block against that server."""
+"""The README quickstarts run as written: the shell block verbatim in bash (it starts the real
+console script in the background on the documented port, with a fresh HOME and so a fresh data
+dir, and calls the admin CLI at once), then the Python block against that server."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 from runcycles_testing.readme import quickstart
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_core_decorator_quickstart(tmp_path: Path) -> None:
-    with quickstart(ROOT / "packages" / "runcycles-core" / "README.md", tmp_path) as q:
+@pytest.mark.parametrize(
+    "readme",
+    [ROOT / "README.md", ROOT / "packages" / "runcycles-core" / "README.md"],
+    ids=["root", "core"],
+)
+def test_decorator_quickstart(tmp_path: Path, readme: Path) -> None:
+    with quickstart(readme, tmp_path) as q:
         run = q.run()
         assert run.returncode == 0, run.stdout + run.stderr
         assert run.stdout.strip().splitlines()[-1] == "42"

@@ -38,6 +38,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from runcycles_server_lite.testing import run as run_in_group
+
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 REPO_PREFIX = "packages/runcycles-core/"
 MODULE = "tests/test_recovery_scenarios.py"
@@ -123,7 +125,8 @@ def _run_pytest(functions: tuple[str, ...], junit: Path) -> int:
         f"--junitxml={junit}",
         *(f"{MODULE}::{fn}" for fn in functions),
     ]
-    proc = subprocess.run(
+    # Its own process group, stopped as a whole when it returns (also on Ctrl-C).
+    proc = run_in_group(
         cmd, cwd=PACKAGE_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     sys.stderr.write(proc.stdout)

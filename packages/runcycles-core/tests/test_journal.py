@@ -37,6 +37,7 @@ from runcycles_core.journal import (
     SwitchToEvent,
     record_filename,
 )
+from runcycles_server_lite.testing import spawn, start_timeout, stop_group, wait_ready
 
 SERVER = "http://127.0.0.1:7878"
 TENANT = "acme"
@@ -484,6 +485,7 @@ WORKER = textwrap.dedent(
 
     root, log, go = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     journal = CommitJournal(root, server_url=sys.argv[4], tenant=sys.argv[5])
+    Path(sys.argv[6]).touch()  # imported and built: ready for the go
     while not go.exists():
         time.sleep(0.001)
 
@@ -509,18 +511,29 @@ def test_concurrent_process_replayers_settle_each_record_once(tmp_path: Path) ->
         seed.write(rec(rid))
     log = tmp_path / "settled.log"
     go = tmp_path / "go"
+    ready = [tmp_path / f"ready-{i}" for i in range(3)]
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(root), str(log), str(go), SERVER, TENANT],
+        spawn(
+            [sys.executable, "-c", WORKER, str(root), str(log), str(go), SERVER, TENANT, str(r)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(3)
+        for r in ready
     ]
-    time.sleep(0.5)  # let every worker import and build its journal
-    go.touch()
-    outputs = [p.communicate(timeout=60) for p in procs]
+    try:
+        # Every worker has imported and built its journal (or died: its stderr is shown below).
+        wait_ready(
+            lambda: all(
+                r.exists() or p.poll() is not None for r, p in zip(ready, procs, strict=True)
+            ),
+            "the replay workers",
+        )
+        go.touch()
+        outputs = [p.communicate(timeout=start_timeout()) for p in procs]
+    finally:
+        for p in procs:
+            stop_group(p)
     assert all(p.returncode == 0 for p in procs), [err for _, err in outputs]
     settled = log.read_text().split()
     assert Counter(settled) == Counter(dict.fromkeys(ids, 1))

@@ -6,7 +6,6 @@ import hashlib
 import importlib.machinery
 import math
 import socket
-import subprocess
 import sys
 import textwrap
 import types
@@ -38,6 +37,7 @@ from runcycles_core.pricing import (
     Usage,
     usd_to_microcents,
 )
+from runcycles_server_lite.testing import run, start_timeout
 
 AT = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -434,8 +434,8 @@ def test_no_network_at_import_or_call_in_fresh_process() -> None:
         print(p.amount, e.amount > 0)
         """
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    done = run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=start_timeout()
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["750000", "True"]

@@ -44,6 +44,7 @@ from runcycles_core.decorator import aguard, cycles, guard, reserve
 from runcycles_core.journal import _legacy_filename, record_filename
 from runcycles_core.lifecycle import GuardState, HeartbeatFailure
 from runcycles_core.settlement import _principal, async_settler_for, journal_for, settler_for
+from runcycles_server_lite.testing import run, spawn, start_timeout, stop_group
 
 from .recovery_adapter import MODULE, REPORT_ENV, SCENARIO_TESTS
 from .recovery_child import EXIT_KILLED, op_of
@@ -368,11 +369,11 @@ def die_at_first(
 
 
 def run_child(plan: dict[str, Any], *, expect_exit: int) -> dict[str, Any]:
-    proc = subprocess.run(
+    proc = run(
         [sys.executable, str(CHILD), json.dumps(plan)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=start_timeout(),
     )
     assert proc.returncode == expect_exit, proc.stderr
     evidence: dict[str, Any] = json.loads(Path(plan["evidence"]).read_text())
@@ -922,13 +923,17 @@ def test_cr_durable_006_concurrent_replay_remains_exactly_once(
             "evidence": str(tmp_path / f"worker{i}.json"),
         }
         procs.append(
-            subprocess.Popen(
+            spawn(
                 [sys.executable, str(CHILD), json.dumps(plan)],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             )
         )
-    outputs = [p.communicate(timeout=60) for p in procs]
+    try:
+        outputs = [p.communicate(timeout=start_timeout()) for p in procs]
+    finally:
+        for p in procs:
+            stop_group(p)
     assert [p.returncode for p in procs] == [0, 0], [o[1].decode()[-2000:] for o in outputs]
     workers = [json.loads((tmp_path / f"worker{i}.json").read_text()) for i in range(2)]
     commits = [r for w in workers for r in w["requests"] if r["op"] == "commit"]
@@ -1509,12 +1514,12 @@ def _adapter(
     env = {k: v for k, v in os.environ.items() if k != REPORT_ENV}
     if report is not None:
         env[REPORT_ENV] = report
-    proc = subprocess.run(
+    proc = run(
         [sys.executable, str(ADAPTER), scenario_id],
         input=json.dumps(stdin),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=start_timeout(300),
         env=env,
     )
     return proc.returncode, proc.stdout, proc.stderr
@@ -1591,12 +1596,12 @@ def test_recovery_adapter_attests_every_scenario(tmp_path: Path) -> None:
             "no:cacheprovider",
             f"--junitxml={junit}",
         ]
-        proc = subprocess.run(
+        proc = run(
             [*cmd, *nodes],
             cwd=ADAPTER.parents[1],
             capture_output=True,
             text=True,
-            timeout=600,
+            timeout=start_timeout(600),
         )
         assert proc.returncode == 0, proc.stdout[-3000:]
         return str(junit)

@@ -17,7 +17,7 @@ from PIL import Image
 from runcycles_core import CyclesClient, CyclesConfig
 from runcycles_core.models import ReservationStatus
 from runcycles_server_lite.embedded import EmbeddedRedis
-from runcycles_server_lite.testing import running_server
+from runcycles_server_lite.testing import run, running_server, start_timeout
 
 SCRIPT = Path(sys.executable).with_name("runcycles-demo")
 BUDGET = 5_000_000  # $0.05 in µ¢
@@ -41,7 +41,9 @@ def run_demo(tmp_path: Path, *extra: str, duration: str = "2") -> subprocess.Com
         str(tmp_path / "d"),
         *extra,
     ]
-    return subprocess.run(args, capture_output=True, text=True, timeout=240, check=False)
+    # Its own process group, stopped as a whole afterwards (the demo starts a server and an
+    # embedded store of its own).
+    return run(args, capture_output=True, text=True, timeout=start_timeout(240))
 
 
 def microcents(cell: str) -> int:

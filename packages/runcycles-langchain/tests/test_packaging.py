@@ -3,18 +3,16 @@ the README quickstart runs as written against a real server."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import re
 from importlib.metadata import requires, version
 from pathlib import Path
 
+import httpx
 import pytest
 from packaging.requirements import Requirement
 
 import runcycles_langchain
 from runcycles_langchain import _supported
-from runcycles_testing import Bench
+from runcycles_testing.readme import quickstart, readme_blocks
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -43,19 +41,23 @@ def test_public_surface() -> None:
         _ = runcycles_langchain.NoSuchThing
 
 
-def test_readme_quickstart_runs_as_written(bench: Bench, monkeypatch: pytest.MonkeyPatch) -> None:
-    bench.fund({"": 1_000_000_000})
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    quickstart = blocks[0]
-    assert "CyclesCallbackHandler" in quickstart
-    assert len(quickstart.strip().splitlines()) <= 7
-    cfg = bench.config()
-    monkeypatch.setenv("CYCLES_BASE_URL", cfg.base_url)
-    monkeypatch.setenv("CYCLES_TENANT", bench.tenant)
-    monkeypatch.setenv("CYCLES_API_KEY", bench.api_key or "")
-    monkeypatch.setenv("CYCLES_JOURNAL_DIR", str(bench.tmp_path / "readme-journal"))
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        exec(compile(quickstart, str(README), "exec"), {})
-    assert out.getvalue().strip() == "Hi!"
-    assert bench.spent() == 50_000
+def test_readme_quickstart_runs_as_written(tmp_path: Path) -> None:
+    blocks = readme_blocks(README)
+    assert set(blocks) == {"shell", "python"}, "README lost its quickstart markers"
+    assert "CyclesCallbackHandler" in blocks["python"]
+    assert len(blocks["python"].strip().splitlines()) <= 7
+    with quickstart(README, tmp_path, drop_env=("CYCLES_", "OPENAI_")) as q:
+        run = q.run(extra_shell=f"printenv CYCLES_API_KEY > {tmp_path / 'key'}")
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert run.stdout.strip().splitlines()[-1] == "Hi!"
+        # The call was reserved and its estimate committed: nothing left held.
+        key = (tmp_path / "key").read_text().strip()
+        reply = httpx.get(
+            f"{q.base_url}/v1/balances",
+            params={"tenant": "acme"},
+            headers={"X-Cycles-API-Key": key},
+        )
+        assert reply.status_code == 200, reply.text
+        (acme,) = [b for b in reply.json()["balances"] if b["scope"] == "tenant:acme"]
+        assert acme["spent"]["amount"] == 50_000
+        assert acme.get("reserved", {"amount": 0})["amount"] == 0

@@ -16,6 +16,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from runcycles_server_lite.testing import (
+    group_members,
+    http_ok,
+    process_group,
+    run,
+    start_timeout,
+    wait_ready,
+)
+
 SCRIPT = str(Path(sys.executable).parent / "runcycles-server-lite")
 
 
@@ -65,59 +74,46 @@ class Served:
     stdout: Path
 
 
+def serve_args(port: int, data_dir: Path, workers: int = 1, *extra: str) -> list[str]:
+    return [
+        SCRIPT,
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--log-level",
+        "warning",
+        "--workers",
+        str(workers),
+        *extra,
+    ]
+
+
 @pytest.fixture
 def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
-    workers = str(getattr(request, "param", 1))
+    workers = getattr(request, "param", 1)
     port, admin_port = free_port(), free_port()
     data_dir = tmp_path / "data"
     out = tmp_path / "stdout.txt"
-    with out.open("wb") as sink:
-        proc = subprocess.Popen(
-            [
-                SCRIPT,
-                "--port",
-                str(port),
-                "--admin-port",
-                str(admin_port),
-                "--data-dir",
-                str(data_dir),
-                "--log-level",
-                "warning",
-                "--workers",
-                workers,
-            ],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env=clean_env(),
-        )
+    args = serve_args(port, data_dir, workers, "--admin-port", str(admin_port))
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 40
-    while True:
-        try:
-            if httpx.get(f"{url}/actuator/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"server did not come up:\n{out.read_text()}")
-        time.sleep(0.1)
-    try:
+    # The server owns its process group (workers and embedded store included); the whole
+    # group is stopped when the test ends, also if it never became ready.
+    with (
+        out.open("wb") as sink,
+        process_group(args, stdout=sink, stderr=subprocess.STDOUT, env=clean_env()) as proc,
+    ):
+        wait_ready(http_ok(f"{url}/actuator/health"), "runcycles-server-lite", proc=proc, log=out)
         yield Served(proc, url, f"http://127.0.0.1:{admin_port}", data_dir, out)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return run(
         [SCRIPT, *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=start_timeout(),
         env=env or clean_env(),
-        check=False,
     )
 
 
@@ -153,12 +149,74 @@ def test_serve_prints_a_working_admin_key_and_stops_cleanly_on_sigterm(served: S
     assert len(stores) == 1
     workers = children(served.proc.pid, "python") + children(served.proc.pid, "python3")
     served.proc.send_signal(signal.SIGTERM)
-    assert served.proc.wait(30) == 0
-    deadline = time.monotonic() + 10
+    assert served.proc.wait(start_timeout(30)) == 0
+    deadline = time.monotonic() + start_timeout(10)
     while any(map(alive, stores + workers)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(stores[0]), "the embedded redis-server outlived the server"
     assert not any(map(alive, workers)), "a worker outlived the server"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_start_that_fails_leaves_nothing_behind(tmp_path: Path, workers: int) -> None:
+    """The fixture's teardown when readiness fails: the real tree comes up (workers listening,
+    embedded store running), then the start is declared failed; nothing may survive it."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "out.txt"
+    with (
+        pytest.raises(RuntimeError, match="never ready: not ready within"),
+        log.open("wb") as sink,
+        process_group(
+            serve_args(port, tmp_path / "d", workers),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=clean_env(),
+        ) as proc,
+    ):
+        pgid = proc.pid
+        wait_ready(http_ok(f"{url}/actuator/health"), "server", proc=proc, log=log)
+        tree = group_members(pgid)
+        stores = children(proc.pid, "redis-server")
+        assert len(stores) == 1 and set(stores) < set(tree)
+        assert len(tree) >= 2 + (workers > 1) * workers  # server, store (+ workers)
+        wait_ready(lambda: False, "never ready", proc=proc, timeout=0.1)
+    assert group_members(pgid) == []
+    assert not any(map(alive, tree)), "a process of the failed start survived it"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url)
+
+
+def test_admin_command_waits_for_a_server_that_is_still_starting(tmp_path: Path) -> None:
+    """What a script does right after `runcycles-server-lite &`: the command is issued before
+    the server listens or has written its admin key, and succeeds once it is up."""
+    port = free_port()
+    data_dir = tmp_path / "d"
+    url = f"http://127.0.0.1:{port}"
+    command = [SCRIPT, "tenant", "create", "early", "--url", url, "--data-dir", str(data_dir)]
+    with process_group(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env()
+    ) as early:
+        assert not (data_dir / "admin-api-key").exists()
+        with process_group(
+            serve_args(port, data_dir),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=clean_env(),
+        ):
+            out, err = early.communicate(timeout=start_timeout())
+        assert early.returncode == 0, err
+        assert "created tenant early" in out
+
+
+def test_admin_command_gives_up_naming_the_url(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    r = cli("tenant", "create", "x", "--url", url, "--admin-key", "k", "--wait", "1.5")
+    assert r.returncode == 1
+    assert time.monotonic() - started >= 1.5
+    assert f"no server answered at {url} within 1.5 s" in r.stderr
+    assert "--wait SECONDS" in r.stderr
 
 
 def test_admin_subcommands(served: Served) -> None:
@@ -214,16 +272,17 @@ def test_admin_subcommands(served: Served) -> None:
     env = {**clean_env(), "RUNCYCLES_URL": served.url, "ADMIN_API_KEY": "also-wrong"}
     r = cli("tenant", "create", "cli-other", env=env)
     assert r.returncode == 1
-    r = cli("tenant", "create", "cli-other", "--url", "http://127.0.0.1:1", "--admin-key", "k")
+    dead = ("--url", "http://127.0.0.1:1", "--admin-key", "k", "--wait", "0")
+    r = cli("tenant", "create", "cli-other", *dead)
     assert r.returncode == 1
     assert "cannot reach" in r.stderr
 
 
 def test_admin_command_without_any_key_says_how_to_get_one(tmp_path: Path) -> None:
-    r = cli("tenant", "create", "x", "--data-dir", str(tmp_path / "empty"))
+    r = cli("tenant", "create", "x", "--data-dir", str(tmp_path / "empty"), "--wait", "0")
     assert r.returncode == 1
     assert "no admin key" in r.stderr
     assert str(tmp_path / "empty") in r.stderr
     # --data-dir before the subcommand counts too.
-    r = cli("--data-dir", str(tmp_path / "before"), "tenant", "create", "x")
+    r = cli("--data-dir", str(tmp_path / "before"), "tenant", "create", "x", "--wait", "0")
     assert str(tmp_path / "before") in r.stderr

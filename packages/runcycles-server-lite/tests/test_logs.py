@@ -6,7 +6,6 @@ import asyncio
 import io
 import json
 import logging
-import subprocess
 import sys
 
 import httpx
@@ -18,6 +17,7 @@ from starlette.routing import Route
 
 from runcycles_server_lite.http import TraceMiddleware
 from runcycles_server_lite.logs import JSONFormatter, RequestIdsFilter, TextFormatter
+from runcycles_server_lite.testing import run
 
 
 def _capture(formatter: logging.Formatter) -> tuple[logging.Logger, io.StringIO]:
@@ -75,6 +75,6 @@ def test_server_logs_json_off_a_terminal(tmp_path) -> None:  # type: ignore[no-u
         "l.configure('info');"
         "logging.getLogger('runcycles_server_lite').info('ready')"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stderr.strip())["message"] == "ready"
     assert logs.JSONFormatter  # the module under test is importable in-process too

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,11 +43,46 @@ def admin_key(ns: argparse.Namespace) -> str:
         ) from None
 
 
-def client(ns: argparse.Namespace) -> httpx.Client:
-    url = ns.url or os.environ.get("RUNCYCLES_URL") or DEFAULT_URL
-    return httpx.Client(
-        base_url=url.rstrip("/"), headers={"X-Admin-API-Key": admin_key(ns)}, timeout=30
-    )
+def server_url(ns: argparse.Namespace) -> str:
+    """--url, else RUNCYCLES_URL, else the local default."""
+    url: str = ns.url or os.environ.get("RUNCYCLES_URL") or DEFAULT_URL
+    return url.rstrip("/")
+
+
+def wait_for_server(url: str, seconds: float) -> None:
+    """Return once anything answers HTTP at ``url``, polling for up to ``seconds``.
+
+    Right after ``runcycles-server-lite &`` the server is still starting (and has not yet
+    written the admin key it generates); waiting here turns that race into a short pause.
+    Only transport errors (refused, reset, timed out) mean "not up yet": any HTTP answer,
+    even an error status, means a server is there to report it properly.
+    """
+    if seconds <= 0:
+        return
+    started = time.monotonic()
+    deadline = started + seconds
+    told = False
+    while True:
+        try:
+            httpx.get(f"{url}/actuator/health", timeout=min(5.0, seconds))
+            return
+        except httpx.TransportError as exc:
+            last = exc
+        now = time.monotonic()
+        if now >= deadline:
+            raise CommandError(
+                f"no server answered at {url} within {seconds:g} s ({last}); start one with "
+                "`runcycles-server-lite`, point --url (or RUNCYCLES_URL) at yours, or wait "
+                "longer with --wait SECONDS"
+            )
+        if not told and now - started >= 1:
+            print(f"waiting up to {seconds:g} s for the server at {url} ...", file=sys.stderr)
+            told = True
+        time.sleep(0.1)
+
+
+def client(ns: argparse.Namespace, url: str) -> httpx.Client:
+    return httpx.Client(base_url=url, headers={"X-Admin-API-Key": admin_key(ns)}, timeout=30)
 
 
 def _check(r: httpx.Response, *ok: int) -> Any:
@@ -161,8 +197,10 @@ def run_command(ns: argparse.Namespace) -> int:
     # Piped output has no terminal width; keep table rows whole for grep and scripts.
     probe = Console()
     out = Console(width=probe.width if probe.is_terminal else 200)
+    url = server_url(ns)
     try:
-        with client(ns) as http:
+        wait_for_server(url, ns.wait)
+        with client(ns, url) as http:
             fn(http, ns, out)
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)

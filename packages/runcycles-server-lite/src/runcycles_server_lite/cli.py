@@ -25,6 +25,9 @@ log = logging.getLogger("runcycles_server_lite.cli")
 
 ADMIN_KEY_FILE = "admin-api-key"
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
+# How long an admin command waits for the server to answer: a cold start on a loaded machine
+# takes seconds, and a script's next line often runs while the server is still starting.
+DEFAULT_WAIT_S = 60.0
 
 
 def _serve_parser(p: argparse.ArgumentParser) -> None:
@@ -63,6 +66,14 @@ def _client_parser(p: argparse.ArgumentParser) -> None:
         "--admin-key",
         default=None,
         help="admin API key (else ADMIN_API_KEY, else the data dir's admin-api-key file)",
+    )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=DEFAULT_WAIT_S,
+        metavar="SECONDS",
+        help=f"wait up to SECONDS for the server to answer (default {DEFAULT_WAIT_S:g}; "
+        "0: fail at once)",
     )
     # SUPPRESS keeps a --data-dir given before the subcommand (argparse would otherwise reset
     # it to this parser's default).

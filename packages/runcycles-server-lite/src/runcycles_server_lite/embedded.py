@@ -20,6 +20,8 @@ from types import TracebackType
 
 import redis
 
+from ._processes import run, spawn, start_timeout, stop_group
+
 log = logging.getLogger("runcycles_server_lite.embedded")
 
 # AF_UNIX paths are limited to 108 bytes on Linux (104 on macOS).
@@ -54,11 +56,19 @@ class EmbeddedRedis:
 
     Use as a context manager, or call :meth:`start` / :meth:`stop`. If a live server from an
     earlier run still answers on the socket, it is reused (and left running on stop).
+
+    By default redis-server joins its parent's process group, so whatever stops the server's
+    group (Ctrl-C in a terminal, a supervisor, a test) stops its store too. With
+    ``own_group=True`` (what the test helpers use, where the parent is the test runner) it
+    leads a group of its own, which :meth:`stop` signals as a whole.
     """
 
-    def __init__(self, data_dir: Path, *, appendfsync: str = "everysec") -> None:
+    def __init__(
+        self, data_dir: Path, *, appendfsync: str = "everysec", own_group: bool = False
+    ) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.appendfsync = appendfsync
+        self.own_group = own_group
         self._proc: subprocess.Popen[bytes] | None = None
         self.socket_path = self.data_dir / "redis.sock"
         if len(str(self.socket_path)) > _MAX_SOCKET_PATH:
@@ -82,7 +92,10 @@ class EmbeddedRedis:
         finally:
             client.close()
 
-    def start(self, timeout: float = 15.0) -> EmbeddedRedis:
+    def start(self, timeout: float | None = None) -> EmbeddedRedis:
+        """Start redis-server and wait until it answers (up to ``timeout`` seconds, default
+        :func:`~runcycles_server_lite.testing.start_timeout`); stopped again if it does not."""
+        limit = start_timeout() if timeout is None else timeout
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self._ping():
             log.info("reusing the embedded store already running at %s", self.socket_path)
@@ -104,30 +117,39 @@ class EmbeddedRedis:
             "--loglevel", "warning",
             "--logfile", str(self.data_dir / "redis.log"),
         ]  # fmt: skip
-        self._proc = subprocess.Popen(
+        start = spawn if self.own_group else subprocess.Popen
+        self._proc = start(
             args,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             preexec_fn=_die_with_parent if os.name == "posix" else None,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
-                raise RuntimeError(f"embedded redis-server exited at start: {err.strip()}")
-            if self._ping():
-                log.info("embedded store started at %s (data in %s)", self.url, self.data_dir)
-                return self
-            time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"embedded redis-server did not answer within {timeout}s")
+        deadline = time.monotonic() + limit
+        try:
+            while time.monotonic() < deadline:
+                if self._proc.poll() is not None:
+                    stderr = self._proc.stderr
+                    err = stderr.read().decode(errors="replace") if stderr else ""
+                    raise RuntimeError(f"embedded redis-server exited at start: {err.strip()}")
+                if self._ping():
+                    log.info("embedded store started at %s (data in %s)", self.url, self.data_dir)
+                    return self
+                time.sleep(0.02)
+            raise RuntimeError(f"embedded redis-server did not answer within {limit:g} s")
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (redis-server flushes its AOF and exits), up to ``timeout`` seconds, then
+        SIGKILL; with ``own_group``, to its whole process group."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        if proc.poll() is None:
+        if self.own_group:
+            stop_group(proc, grace=timeout)
+        elif proc.poll() is None:
             # SIGTERM makes redis-server flush the AOF and exit cleanly.
             proc.terminate()
             try:
@@ -175,7 +197,14 @@ class EmbeddedCluster:
     def url(self) -> str:
         return f"redis+cluster://127.0.0.1:{self.ports[0]}"
 
-    def start(self, timeout: float = 30.0) -> EmbeddedCluster:
+    def start(self, timeout: float | None = None) -> EmbeddedCluster:
+        try:
+            return self._start(start_timeout() if timeout is None else timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> EmbeddedCluster:
         server = redis_server_executable()
         cli = str(Path(server).with_name("redis-cli"))
         for port in self.ports:
@@ -196,7 +225,7 @@ class EmbeddedCluster:
                 "--logfile", str(node_dir / "redis.log"),
             ]  # fmt: skip
             self._procs.append(
-                subprocess.Popen(
+                spawn(
                     args,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
@@ -208,10 +237,9 @@ class EmbeddedCluster:
         for port in self.ports:
             while not _tcp_ping(port):
                 if time.monotonic() > deadline:
-                    self.stop()
                     raise RuntimeError(f"cluster node on port {port} did not start")
                 time.sleep(0.02)
-        create = subprocess.run(
+        create = run(
             [
                 cli,
                 "--cluster",
@@ -227,7 +255,6 @@ class EmbeddedCluster:
             check=False,
         )
         if create.returncode != 0:
-            self.stop()
             raise RuntimeError(f"redis-cli --cluster create failed: {create.stdout}{create.stderr}")
         while time.monotonic() < deadline:
             client = redis.Redis(host="127.0.0.1", port=self.ports[0], socket_timeout=1)
@@ -239,20 +266,15 @@ class EmbeddedCluster:
             finally:
                 client.close()
             time.sleep(0.05)
-        self.stop()
         raise RuntimeError("cluster did not reach cluster_state:ok")
 
     def stop(self) -> None:
         procs, self._procs = self._procs, []
+        for proc in procs:  # SIGTERM them all first: they shut down in parallel
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
         for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_group(proc)
 
     def __enter__(self) -> EmbeddedCluster:
         return self.start()

@@ -7,6 +7,11 @@ Used by this package's tests and by every other package's end-to-end tests::
 
 With ``REDIS_URL`` set, that Redis is used under a fresh key prefix (so runs never collide);
 otherwise an embedded redis-server is started in ``data_dir``.
+
+For tests that start processes of their own, :func:`spawn` / :func:`process_group` /
+:func:`run` give each child its own process group and :func:`stop_group` stops that group as a
+whole; :func:`wait_ready` polls readiness against :func:`start_timeout` (120 s, times
+``$RUNCYCLES_TEST_TIMEOUT_SCALE``).
 """
 
 from __future__ import annotations
@@ -25,10 +30,35 @@ from typing import Any, TypeVar
 import httpx
 import uvicorn
 
+from ._processes import (
+    TIMEOUT_SCALE_ENV,
+    group_members,
+    http_ok,
+    process_group,
+    run,
+    spawn,
+    start_timeout,
+    stop_group,
+    wait_ready,
+)
 from .app import create_app
 from .config import Settings
 from .embedded import EmbeddedRedis
 from .store import Store
+
+__all__ = [
+    "TIMEOUT_SCALE_ENV",
+    "ServerHandle",
+    "group_members",
+    "http_ok",
+    "process_group",
+    "run",
+    "running_server",
+    "spawn",
+    "start_timeout",
+    "stop_group",
+    "wait_ready",
+]
 
 T = TypeVar("T")
 
@@ -119,7 +149,9 @@ class ServerHandle:
         return self.run_store(go)
 
 
-def _serve_in_thread(settings: Settings) -> tuple[uvicorn.Server, threading.Thread, int]:
+def _serve_in_thread(
+    settings: Settings, limit: float
+) -> tuple[uvicorn.Server, threading.Thread, int]:
     app = create_app(settings)
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", access_log=False
@@ -127,20 +159,29 @@ def _serve_in_thread(settings: Settings) -> tuple[uvicorn.Server, threading.Thre
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="runcycles-test-server", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + limit
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("test server failed to start")
+            timed_out = thread.is_alive()
+            server.should_exit = True  # a late start must not leave it serving
+            thread.join(timeout=start_timeout(15))
+            why = f"not started within {limit:g} s ({TIMEOUT_SCALE_ENV} scales it)"
+            raise RuntimeError(f"test server failed to start: {why if timed_out else 'exited'}")
         time.sleep(0.01)
     port: int = server.servers[0].sockets[0].getsockname()[1]
     return server, thread, port
 
 
 @contextlib.contextmanager
-def running_server(data_dir: Path | str, **overrides: object) -> Iterator[ServerHandle]:
+def running_server(
+    data_dir: Path | str, *, start_within: float | None = None, **overrides: object
+) -> Iterator[ServerHandle]:
     """Start server-lite for the duration of the ``with`` block.
 
-    ``overrides`` set :class:`Settings` fields (e.g. ``sweep_interval_s=0.1``).
+    ``overrides`` set :class:`Settings` fields (e.g. ``sweep_interval_s=0.1``). The server must
+    be serving within ``start_within`` seconds (default :func:`start_timeout`); if it is not,
+    everything started so far (the embedded store included) is stopped and
+    :class:`RuntimeError` raised.
     """
     data_dir = Path(data_dir)
     settings = Settings(data_dir=data_dir, admin_api_key="test-admin-" + secrets.token_hex(8))
@@ -152,10 +193,11 @@ def running_server(data_dir: Path | str, **overrides: object) -> Iterator[Server
         settings.redis_url = external
         settings.key_prefix = "rctest" + secrets.token_hex(4)
     elif settings.redis_url is None:
-        embedded = EmbeddedRedis(data_dir).start()
+        embedded = EmbeddedRedis(data_dir, own_group=True).start()
         settings.redis_url = embedded.url
     try:
-        server, thread, port = _serve_in_thread(settings)
+        limit = start_timeout() if start_within is None else start_within
+        server, thread, port = _serve_in_thread(settings, limit)
         try:
             assert settings.admin_api_key is not None
             yield ServerHandle(
@@ -167,7 +209,7 @@ def running_server(data_dir: Path | str, **overrides: object) -> Iterator[Server
             )
         finally:
             server.should_exit = True
-            thread.join(timeout=15)
+            thread.join(timeout=start_timeout(15))
     finally:
         if embedded is not None:
             embedded.stop()

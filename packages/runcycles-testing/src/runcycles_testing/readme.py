@@ -1,33 +1,43 @@
-"""Run a package README's quickstart as written, against the real server-lite console script.
+"""Run a README's quickstart exactly as written, against the real server-lite console script.
 
 A README marks its quickstart with ``<!-- quickstart:shell -->`` and ``<!-- quickstart:python -->``
-before the code blocks. The shell block's first line must start the server in the background
-(``runcycles-server-lite &``); :func:`quickstart` starts that server itself on a free port with
-a fresh data dir (so the test owns and stops it), and :meth:`Quickstart.run` then executes the
-remaining shell lines and the Python block exactly as written.
+before the code blocks. :meth:`Quickstart.run` executes the shell block verbatim in bash (it
+starts the server in the background with ``runcycles-server-lite &`` on the documented port
+and runs admin commands at once; they wait for the server to answer), then the Python block,
+with a fresh ``HOME`` (so a fresh data dir and admin key) and none of the caller's
+``CYCLES_*`` / ``RUNCYCLES_*`` settings, as a new user would. The shell runs in its own process
+group, which is stopped, background server included, when the ``with`` block ends.
+
+The blocks name the server's default port, so on one machine these runs take turns (a lock
+file); a port already taken by something else fails with a message saying so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import httpx
+from runcycles_server_lite.config import DEFAULT_PORT
+from runcycles_server_lite.testing import run, spawn, start_timeout, stop_group, wait_ready
 
 __all__ = ["Quickstart", "quickstart", "readme_blocks"]
 
 _MARKED = re.compile(r"<!-- quickstart:(\w+) -->\s*```\w+\n(.*?)```", flags=re.S)
 _SERVER_LINE = "runcycles-server-lite &"
+# Never passed through to a quickstart: they would point it at another server or store.
+_ALWAYS_DROPPED = ("CYCLES_", "RUNCYCLES_", "REDIS_URL", "ADMIN_API_KEY")
 
 
 def readme_blocks(readme: Path) -> dict[str, str]:
@@ -35,90 +45,133 @@ def readme_blocks(readme: Path) -> dict[str, str]:
     return dict(_MARKED.findall(readme.read_text(encoding="utf-8")))
 
 
-def _free_port() -> int:
+def _port_free(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 @dataclass
 class Quickstart:
-    """A README quickstart with its server running: :meth:`run` the rest of it."""
+    """A README's quickstart, ready to :meth:`run` once in a fresh environment."""
 
     blocks: dict[str, str]
-    port: int
     env: dict[str, str]
     workdir: Path
+    port: int = DEFAULT_PORT
+    _shell: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def run(self, extra_shell: str = "", timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        """The shell block after its server line, then ``extra_shell``, then the Python block."""
-        rest = self.blocks["shell"].replace("7878", str(self.port)).split("\n", 1)[1]
+    def run(
+        self, extra_shell: str = "", timeout: float | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """The shell block as written, then ``extra_shell``, then the Python block; the server
+        the shell block started keeps running until the ``with`` block ends."""
+        assert self._shell is None, "a quickstart runs once"
         script = self.workdir / "quickstart.py"
         script.write_text(textwrap.dedent(self.blocks["python"]), encoding="utf-8")
-        return subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", f"{rest}\n{extra_shell}\n{sys.executable} {script}"],
-            env={**self.env, "CYCLES_JOURNAL_DIR": str(self.workdir / "journal")},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
+        shell = self.workdir / "quickstart.sh"
+        shell.write_text(
+            f"{self.blocks['shell']}\n{extra_shell}\n{sys.executable} {script}\n", encoding="utf-8"
+        )
+        out, err = self.workdir / "stdout.txt", self.workdir / "stderr.txt"
+        with out.open("wb") as stdout, err.open("wb") as stderr:
+            self._shell = spawn(
+                ["bash", "-euo", "pipefail", str(shell)],
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                env=self.env,
+                cwd=self.workdir,
+            )
+        # Not communicate(): the background server holds the output files open after the
+        # shell exits.
+        code = self._shell.wait(timeout=start_timeout(180) if timeout is None else timeout)
+        return subprocess.CompletedProcess(
+            self._shell.args,
+            code,
+            out.read_text(encoding="utf-8", errors="replace"),
+            err.read_text(encoding="utf-8", errors="replace"),
         )
 
-    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        """Run ``runcycles-server-lite ARGS`` against this quickstart's server."""
-        return subprocess.run(
+    def cli(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``runcycles-server-lite ARGS`` in the quickstart's environment (so against its
+        server, with its admin key)."""
+        return run(
             ["runcycles-server-lite", *args],
             env=self.env,
             capture_output=True,
             text=True,
-            timeout=timeout,
+            timeout=start_timeout(60) if timeout is None else timeout,
         )
+
+    def _stop(self) -> None:
+        if self._shell is not None:
+            stop_group(self._shell)
+
+
+@contextlib.contextmanager
+def _turn(port: int) -> Iterator[None]:
+    """Hold the machine-wide lock for quickstarts on ``port`` for the ``with`` block."""
+    path = Path(tempfile.gettempdir()) / f"runcycles-quickstart-{port}.lock"
+    with path.open("a") as lock:
+        limit = start_timeout(900)  # other runs' whole quickstarts may be queued before ours
+
+        def acquired() -> bool:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+        wait_ready(acquired, f"the README quickstart lock {path}", timeout=limit, interval=0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
 def quickstart(
     readme: Path, workdir: Path, *, drop_env: Iterable[str] = ("CYCLES_",)
 ) -> Iterator[Quickstart]:
-    """Start the quickstart's server (fresh HOME and data dir under ``workdir``, free port) for
-    the ``with`` block. Environment variables starting with ``drop_env`` prefixes are removed,
-    so the README is tested as a new user would run it."""
+    """A fresh environment (``HOME`` and data dir under ``workdir``) to run ``readme``'s
+    quickstart in, for the ``with`` block. Environment variables starting with a ``drop_env``
+    prefix are removed (``CYCLES_*``, ``RUNCYCLES_*``, ``REDIS_URL`` and ``ADMIN_API_KEY``
+    always are)."""
     blocks = readme_blocks(readme)
     assert set(blocks) >= {"shell", "python"}, f"{readme} lost its quickstart markers"
     assert blocks["shell"].startswith(_SERVER_LINE), (
-        f"the shell block must start with {_SERVER_LINE!r}"
+        f"the shell block must start the server with {_SERVER_LINE!r}"
     )
-    port = _free_port()
-    prefixes = tuple(drop_env)
-    env = {
+    prefixes = (*_ALWAYS_DROPPED, *drop_env)
+    env: dict[str, Any] = {
         **{k: v for k, v in os.environ.items() if not k.startswith(prefixes)},
         "HOME": str(workdir),  # the default data dir (and admin key file) lands here
         "XDG_DATA_HOME": str(workdir / "data"),
-        "RUNCYCLES_PORT": str(port),
-        "RUNCYCLES_URL": f"http://127.0.0.1:{port}",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     }
-    server = subprocess.Popen(
-        ["runcycles-server-lite", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/actuator/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None, "the quickstart's server exited"
-            assert time.monotonic() < deadline, "the quickstart's server did not become healthy"
-            time.sleep(0.1)
-        yield Quickstart(blocks=blocks, port=port, env=env, workdir=workdir)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    q = Quickstart(blocks=blocks, env=env, workdir=workdir)
+    with _turn(q.port):
+        # A previous run's server may still be letting go of the port.
+        started = time.monotonic()
+        with contextlib.suppress(RuntimeError):
+            wait_ready(lambda: _port_free(q.port), "port", timeout=start_timeout(30))
+        if not _port_free(q.port):
+            raise AssertionError(
+                f"port {q.port}, which the quickstart in {readme} serves on, has been taken by "
+                f"another process for {time.monotonic() - started:.0f} s (a running "
+                "`runcycles-server-lite` or `nox -s serve`?); stop it to run the quickstart as "
+                "written"
+            )
+        try:
+            yield q
+        finally:
+            q._stop()
