@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from . import admin, runtime
+from . import admin, events_api, runtime
 from .auth import Authenticator
 from .config import Settings
 from .http import JSONResponse, TraceMiddleware, http_exception_handler
@@ -80,7 +80,7 @@ def create_app(settings: Settings, *, admin_only: bool = False) -> Starlette:
     # Starlette matches routes in order: the runtime's hot paths go first so a reserve is not
     # tested against every admin route before it matches (measured: ~20 µs per request).
     routes: list[BaseRoute] = [] if admin_only else runtime.routes()
-    routes += [*health_routes(), *admin.routes()]
+    routes += [*health_routes(), *admin.routes(), *events_api.routes()]
     app = Starlette(
         routes=routes,
         middleware=[Middleware(TraceMiddleware)],
