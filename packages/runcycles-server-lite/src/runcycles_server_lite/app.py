@@ -19,6 +19,8 @@ from .config import Settings
 from .http import JSONResponse, TraceMiddleware, http_exception_handler
 from .services import Services, services
 from .store import Store
+from .webhooks import api as webhooks_api
+from .webhooks.dispatcher import Dispatcher
 
 log = logging.getLogger("runcycles_server_lite")
 
@@ -72,15 +74,26 @@ def create_app(settings: Settings, *, admin_only: bool = False) -> Starlette:
         async with contextlib.AsyncExitStack() as stack:
             if not admin_only:
                 await stack.enter_async_context(runtime.background(svc))
+            dispatcher = Dispatcher(store, settings)
+            if not admin_only:
+                dispatcher.start()
             try:
                 yield
             finally:
+                # Background jobs stop before the store they use closes.
+                await dispatcher.stop()
+                await stack.aclose()
                 await store.close()
 
     # Starlette matches routes in order: the runtime's hot paths go first so a reserve is not
     # tested against every admin route before it matches (measured: ~20 µs per request).
     routes: list[BaseRoute] = [] if admin_only else runtime.routes()
-    routes += [*health_routes(), *admin.routes(), *events_api.routes()]
+    routes += [
+        *health_routes(),
+        *admin.routes(),
+        *events_api.routes(),
+        *webhooks_api.routes(),
+    ]
     app = Starlette(
         routes=routes,
         middleware=[Middleware(TraceMiddleware)],

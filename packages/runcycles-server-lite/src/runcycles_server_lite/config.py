@@ -39,6 +39,9 @@ class Settings:
     auth_cache_ttl_s: float = 2.0
     # How long finalized reservations (and their stored responses) are kept.
     finalized_retention_ms: int = 30 * 24 * 3600 * 1000
+    # Webhook dispatcher cadence (0 disables it) and per-attempt HTTP timeout.
+    webhook_interval_s: float = 0.5
+    webhook_timeout_s: float = 10.0
     # Governance events (the event stream) are kept this long (spec: 90 days hot).
     event_retention_ms: int = 90 * 24 * 3600 * 1000
 
