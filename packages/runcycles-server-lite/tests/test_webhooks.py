@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from runtime_support import ACTION, amount
-from webhook_support import Receiver, closed_port_url, receiver
+from webhook_support import closed_port_url, receiver
 
 from runcycles_server_lite.auth import DEFAULT_PERMISSIONS
 from runcycles_server_lite.store import Store

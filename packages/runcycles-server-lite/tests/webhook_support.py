@@ -42,7 +42,7 @@ def receiver(status: int = 200) -> Iterator[Receiver]:
     holder: list[Receiver] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_POST(self) -> None:
             rec = holder[0]
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if rec.gate is not None:
