@@ -4,14 +4,29 @@
 ``python -m nox -s serve`` starts server-lite on the embedded store.
 ``python -m nox -s demo`` runs the runaway-agent demo.
 ``python -m nox -s bench`` runs the benchmarks (not part of the default run).
+``python -m nox -s conformance`` checks the server and client against the upstream spec.
+``python -m nox -s lock`` refreshes the committed version locks under ``locks/``.
 
-Every session installs with uv into its own virtualenv under ``.nox/``. Sessions use the
-interpreter nox itself runs on, so a machine with one Python needs nothing else.
+Every session installs with uv into its own virtualenv under ``.nox/``, from one of the install
+sets in :data:`ENVS`, constrained to the exact versions in ``locks/<env>.txt``; a session whose
+virtualenv ends up with anything the lock does not pin fails. Upstream releases therefore reach
+CI only through a reviewed ``nox -s lock`` commit. Sessions use the interpreter nox itself runs
+on, so a machine with one Python needs nothing else.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import re
 import runpy
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
 
 import nox
 
@@ -32,9 +47,20 @@ nox.options.sessions = [
     "demo_tests",
 ]
 
+ROOT = Path(__file__).resolve().parent
+LOCKS = ROOT / "locks"
+# The oldest Python the packages support: locks are resolved for every Python from here on
+# (uv's universal resolution), so one lock serves 3.10 to the newest.
+LOCK_PYTHON = "3.10"
+
 CORE = "packages/runcycles-core"
 SERVER = "packages/runcycles-server-lite"
 TESTING = "packages/runcycles-testing"
+LANGCHAIN = "packages/runcycles-langchain"
+OPENAI_AGENTS = "packages/runcycles-openai-agents"
+DEMO = "packages/runcycles-demo"
+
+MYPY = "mypy>=1.13,<2"
 
 # Typed packages checked with mypy --strict.
 TYPED = {
@@ -44,49 +70,211 @@ TYPED = {
 }
 
 
+def _supported(package: str, module: str) -> dict[str, str]:
+    """A plugin's declared framework range (its stdlib-only ``_supported.py``)."""
+    found: dict[str, str] = runpy.run_path(f"{package}/src/{module}/_supported.py")
+    return found
+
+
+_LC = _supported(LANGCHAIN, "runcycles_langchain")
+_OA = _supported(OPENAI_AGENTS, "runcycles_openai_agents")
+
+
+def _editable(*paths: str) -> list[str]:
+    return [f"-e ./{p}" for p in paths]
+
+
+# Install sets, one per lock. A session installs a subset of its env's set (never anything
+# else) with the env's lock as constraints; `nox -s lock` resolves each whole set.
+ENVS: dict[str, list[str]] = {
+    "lint": ["ruff>=0.8,<1"],
+    "base": [MYPY, *_editable(f"{CORE}[test]", f"{SERVER}[test]", TESTING)],
+    "langchain-oldest": [
+        MYPY,
+        *_editable(f"{CORE}[test]", f"{SERVER}[test]", TESTING, f"{LANGCHAIN}[test]"),
+        # The floor, and the langgraph releases that shipped with langchain 1.0.0 (newer
+        # langgraph-checkpoint needs a newer langchain-core than it declares).
+        f"{_LC['FRAMEWORK']}=={_LC['OLDEST']}",
+        f"{_LC['AGENTS_FRAMEWORK']}=={_LC['AGENTS_OLDEST']}",
+        "langgraph==1.0.0",
+        "langgraph-prebuilt==1.0.0",
+        "langgraph-checkpoint<3",
+    ],
+    "langchain-latest": [
+        MYPY,
+        *_editable(f"{CORE}[test]", f"{SERVER}[test]", TESTING, f"{LANGCHAIN}[test]"),
+    ],
+    "openai-agents-oldest": [
+        MYPY,
+        *_editable(f"{CORE}[test]", f"{SERVER}[test]", TESTING, f"{OPENAI_AGENTS}[test]"),
+        f"{_OA['FRAMEWORK']}=={_OA['OLDEST']}",
+    ],
+    "openai-agents-latest": [
+        MYPY,
+        *_editable(f"{CORE}[test]", f"{SERVER}[test]", TESTING, f"{OPENAI_AGENTS}[test]"),
+    ],
+    "demo": [
+        MYPY,
+        *_editable(CORE, SERVER, LANGCHAIN, f"{DEMO}[test]"),
+    ],
+    "bench": [*_editable(CORE, SERVER), "-r bench/requirements.txt"],
+}
+
+# Distributions built from this checkout: never pinned in a lock.
+LOCAL = sorted(
+    {
+        re.sub(r"[-_.]+", "-", p.parent.name).lower()
+        for p in (ROOT / "packages").glob("*/pyproject.toml")
+    }
+)
+
+
+def _uv() -> str:
+    try:
+        import uv  # installed beside nox by `nox[uv]`
+
+        return str(uv.find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        return "uv"
+
+
+def _install(session: nox.Session, env: str, *lines: str) -> None:
+    """Install ``lines`` (entries of ``ENVS[env]``; none: all of them) with the env's lock as
+    constraints, then fail if the virtualenv holds anything the lock does not pin."""
+    lock = LOCKS / f"{env}.txt"
+    if not lock.exists():
+        session.error(f"{lock.relative_to(ROOT)} is missing: run `python3 -m nox -s lock -- {env}`")
+    stray = [line for line in lines if line not in ENVS[env]]
+    if stray:
+        session.error(f"not in ENVS[{env!r}], so not locked: {', '.join(stray)}")
+    args = [part for line in (lines or ENVS[env]) for part in line.split(" ", 1)]
+    session.install("-c", str(lock), *args)
+    _check_pinned(session, lock)
+
+
+def _pins(lock: Path) -> dict[str, set[str]]:
+    pins: dict[str, set[str]] = {}
+    for line in lock.read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)", line)
+        if match:
+            name = re.sub(r"[-_.]+", "-", match[1]).lower()
+            pins.setdefault(name, set()).add(match[2])
+    return pins
+
+
+def _check_pinned(session: nox.Session, lock: Path) -> None:
+    """Every installed distribution is one this checkout builds or one the lock pins, at a
+    pinned version: the proof that nothing was resolved from the index unpinned."""
+    out = subprocess.run(
+        [_uv(), "pip", "freeze", "--python", str(Path(session.bin) / "python")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    pins = _pins(lock)
+    wrong = []
+    for line in out.splitlines():
+        if not line or line.startswith("-e ") or " @ " in line:
+            continue  # editable or direct references: this checkout's own packages
+        name, _, version = line.partition("==")
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if key in LOCAL:
+            continue
+        if version not in pins.get(key, set()):
+            wrong.append(f"{line} (lock: {', '.join(sorted(pins.get(key, ()))) or 'absent'})")
+    if wrong:
+        session.error(f"installed but not as pinned in {lock.name}: " + "; ".join(wrong))
+
+
+def _leftovers(token: str) -> list[tuple[int, str]]:
+    """Processes still alive whose environment carries ``token`` (Linux /proc)."""
+    found = []
+    needle = f"RUNCYCLES_NOX_RUN={token}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found.append((int(entry.name), cmd.strip()[:160]))
+        except OSError:
+            continue  # gone, or not ours to read
+    return found
+
+
 def _pytest(session: nox.Session, *paths: str) -> None:
-    # pytest exits 5 when it collects nothing; nox treats any non-zero exit as a failure,
-    # so an empty run can never pass silently.
-    session.run("pytest", *paths, *session.posargs)
+    """pytest, then fail the session if any process it started is still alive.
+
+    pytest exits 5 when it collects nothing; nox treats any non-zero exit as a failure, so an
+    empty run can never pass silently. Every process started under pytest inherits a marker
+    in its environment; survivors are listed, killed and make the session fail.
+    """
+    token = uuid.uuid4().hex
+    try:
+        session.run("pytest", *paths, *session.posargs, env={"RUNCYCLES_NOX_RUN": token})
+    finally:
+        if sys.platform.startswith("linux"):
+            survivors = _leftovers(token)
+            if survivors:
+                time.sleep(2)  # a teardown may still be finishing
+                survivors = _leftovers(token)
+            for pid, _ in survivors:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            if survivors:
+                listed = "; ".join(f"{pid}: {cmd}" for pid, cmd in survivors)
+                session.error(f"processes left running by the tests (killed): {listed}")
+
+
+def _mypy(session: nox.Session, *paths: str, framework: bool = False) -> None:
+    """mypy with a cache per venv: sessions type-check against different framework versions,
+    and other sessions may run mypy on the same tree at the same time.
+
+    ``framework``: check against the running Python rather than the oldest supported one. A
+    framework's newest release may need a newer Python than 3.10 (langchain-core 1.8 does) and
+    use typing features that only exist there, so checking it as 3.10 code reports errors that
+    no supported install can have (on 3.10 the lock resolves an older release).
+    """
+    args = [f"--cache-dir={session.virtualenv.location}/.mypy_cache"]
+    if framework:
+        args.append(f"--python-version={sys.version_info.major}.{sys.version_info.minor}")
+    session.run("mypy", *args, *paths)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check over the whole tree."""
-    session.install("ruff>=0.8,<1")
+    _install(session, "lint")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on core and server-lite."""
-    session.install("mypy>=1.13,<2", "-e", f"{CORE}[test]", "-e", f"{SERVER}[test]", "-e", TESTING)
-    session.run("mypy", *TYPED.values())
+    """mypy --strict on core, server-lite and the contract suite."""
+    _install(session, "base")
+    _mypy(session, *TYPED.values())
 
 
 @nox.session
 def server(session: nox.Session) -> None:
     """server-lite tests against a real Redis (embedded, or REDIS_URL) over real HTTP."""
-    session.install("-e", f"{SERVER}[test]")
+    _install(session, "base", f"-e ./{SERVER}[test]")
     _pytest(session, f"{SERVER}/tests")
 
 
 @nox.session
 def core(session: nox.Session) -> None:
     """runcycles-core tests: wire-level unit tests plus end-to-end against server-lite."""
-    session.install("-e", f"{CORE}[test]", "-e", f"{SERVER}[test]")
+    _install(session, "base", f"-e ./{CORE}[test]", f"-e ./{SERVER}[test]")
     _pytest(session, f"{CORE}/tests")
 
 
 @nox.session
 def testing(session: nox.Session) -> None:
     """The shared plugin contract suite, run against its framework-free reference plugin."""
-    session.install("-e", CORE, "-e", SERVER, "-e", TESTING)
+    _install(session, "base", *ENVS["base"][1:])
     _pytest(session, f"{TESTING}/tests")
-
-
-OPENAI_AGENTS = "packages/runcycles-openai-agents"
 
 
 @nox.session
@@ -94,85 +282,57 @@ OPENAI_AGENTS = "packages/runcycles-openai-agents"
 def openai_agents(session: nox.Session, bound: str) -> None:
     """runcycles-openai-agents on both ends of its supported openai-agents range (its own venv:
     openai-agents needs openai >= 3, which other frameworks' plugins cannot share)."""
-    supported = runpy.run_path(f"{OPENAI_AGENTS}/src/runcycles_openai_agents/_supported.py")
-    if bound == "oldest":
-        framework = [f"{supported['FRAMEWORK']}=={supported['OLDEST']}"]
-    else:
-        framework = [supported["REQUIREMENT"], "--upgrade-package", supported["FRAMEWORK"]]
-    session.install(
-        "mypy>=1.13,<2",
-        "-e",
-        f"{CORE}[test]",
-        "-e",
-        f"{SERVER}[test]",
-        "-e",
-        TESTING,
-        "-e",
-        f"{OPENAI_AGENTS}[test]",
-        *framework,
-    )
-    # A cache per venv: the two bounds type-check against different SDK versions.
-    cache = f"--cache-dir={session.virtualenv.location}/.mypy_cache"
-    session.run(
-        "mypy", cache, f"{OPENAI_AGENTS}/src/runcycles_openai_agents", f"{OPENAI_AGENTS}/tests"
+    env = f"openai-agents-{bound}"
+    _install(session, env)
+    _mypy(
+        session,
+        f"{OPENAI_AGENTS}/src/runcycles_openai_agents",
+        f"{OPENAI_AGENTS}/tests",
+        framework=True,
     )
     _pytest(session, f"{OPENAI_AGENTS}/tests")
-
-
-LANGCHAIN = "packages/runcycles-langchain"
 
 
 @nox.session
 @nox.parametrize("bound", ["oldest", "latest"], ids=["oldest", "latest"])
 def langchain(session: nox.Session, bound: str) -> None:
-    """runcycles-langchain on both ends of its supported LangChain range (its own venv). The
-    oldest end pins tests/requirements.oldest.txt; latest takes the newest that resolves."""
-    install = ["-e", CORE, "-e", SERVER, "-e", TESTING, "-e", f"{LANGCHAIN}[test]"]
-    if bound == "oldest":
-        oldest = f"{LANGCHAIN}/tests/requirements.oldest.txt"
-        session.install(*install, "-r", oldest)
-    else:
-        session.install("mypy>=1.13,<2", *install)
-        session.install("--upgrade", "langchain-core", "langchain", "langgraph")
-        # A private cache: other sessions may run mypy on the same tree at the same time.
-        cache = f"{session.virtualenv.location}/.mypy_cache"
-        paths = [f"{LANGCHAIN}/src/runcycles_langchain", f"{LANGCHAIN}/tests"]
-        session.run("mypy", "--cache-dir", cache, *paths)
+    """runcycles-langchain on both ends of its supported LangChain range (its own venv)."""
+    env = f"langchain-{bound}"
+    _install(session, env)
+    if bound == "latest":
+        # The floor's stubs differ in details that do not matter at run time; the newest are
+        # what users type-check against.
+        _mypy(session, f"{LANGCHAIN}/src/runcycles_langchain", f"{LANGCHAIN}/tests", framework=True)
     _pytest(session, f"{LANGCHAIN}/tests")
-
-
-DEMO = "packages/runcycles-demo"
 
 
 @nox.session
 def demo(session: nox.Session) -> None:
     """The runaway-agent demo, the README's first command (extra args go to ``runcycles-demo``,
     e.g. ``-- --duration 10 --budget 0.50 --no-live``)."""
-    session.install("-e", CORE, "-e", SERVER, "-e", LANGCHAIN, "-e", DEMO)
+    _install(session, "demo")
     session.run("runcycles-demo", *session.posargs)
 
 
 @nox.session
 def demo_tests(session: nox.Session) -> None:
     """The demo's tests: its console script in a short mode, ledger-checked; mypy on it."""
-    install = ["-e", CORE, "-e", SERVER, "-e", LANGCHAIN, "-e", f"{DEMO}[test]"]
-    session.install("mypy>=1.13,<2", *install)
-    cache = f"--cache-dir={session.virtualenv.location}/.mypy_cache"
-    session.run("mypy", cache, f"{DEMO}/src/runcycles_demo", f"{DEMO}/tests")
+    _install(session, "demo")
+    _mypy(session, f"{DEMO}/src/runcycles_demo", f"{DEMO}/tests", framework=True)
     _pytest(session, f"{DEMO}/tests")
 
 
 @nox.session
 def e2e(session: nox.Session) -> None:
     """Cross-package end-to-end tests (tests/): README quickstarts against the real CLI."""
-    session.install("-e", CORE, "-e", SERVER, "-e", TESTING)
+    _install(session, "base", *ENVS["base"][1:])
     _pytest(session, "tests")
 
 
 @nox.session
 def serve(session: nox.Session) -> None:
     """Start server-lite on the embedded store (extra args go to the server CLI)."""
-    session.install("-e", SERVER)
+    _install(session, "base", f"-e ./{SERVER}[test]")
     session.run("runcycles-server-lite", *session.posargs)
 
 
@@ -180,5 +340,26 @@ def serve(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks: server throughput and latency, client overhead, memory (not in the default
     run; extra args go to ``python -m bench.run``, e.g. ``-- --quick`` or ``-- --profile``)."""
-    session.install("-e", CORE, "-e", SERVER, "-r", "bench/requirements.txt")
+    _install(session, "bench")
     session.run("python", "-m", "bench.run", *session.posargs)
+
+
+@nox.session(venv_backend="none")
+def lock(session: nox.Session) -> None:
+    """Resolve every install set in ENVS (or those named: ``-- langchain-latest``) to exact
+    versions for every supported Python, written to ``locks/<env>.txt``; also ``locks/nox.txt``,
+    the pinned nox and uv that the README's commands install. Review the diff, run the
+    sessions, commit: that is how an upstream release reaches CI."""
+    names = session.posargs or [*ENVS, "nox"]
+    unknown = [n for n in names if n not in ENVS and n != "nox"]
+    if unknown:
+        session.error(f"unknown env(s) {', '.join(unknown)}; known: {', '.join([*ENVS, 'nox'])}")
+    LOCKS.mkdir(exist_ok=True)
+    for name in names:
+        lines = ["nox[uv]>=2025.2.9"] if name == "nox" else ENVS[name]
+        command = [_uv(), "pip", "compile", "-", "--universal", "--python-version", LOCK_PYTHON]
+        command += ["--quiet", "--custom-compile-command", f"python3 -m nox -s lock -- {name}"]
+        command += [f"--no-emit-package={p}" for p in LOCAL]
+        command += ["-o", str(LOCKS / f"{name}.txt")]
+        session.log(f"{name}: {json.dumps(lines)}")
+        subprocess.run(command, input="\n".join(lines) + "\n", text=True, check=True, cwd=ROOT)

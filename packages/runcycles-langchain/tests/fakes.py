@@ -22,6 +22,7 @@ from langchain_core.callbacks import (
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, PrivateAttr
 
@@ -138,7 +139,7 @@ class ScriptedChatModel(GenericFakeChatModel):
             usage_metadata=usage_metadata(self.spec.usage),
             response_metadata={"model_name": self.spec.model},
             tool_call_chunks=[
-                {"name": t["name"], "args": "{}", "id": t["id"], "index": i}
+                tool_call_chunk(name=t["name"], args="{}", id=t["id"], index=i)
                 for i, t in enumerate(getattr(reply, "tool_calls", []) or [])
             ],
         )
