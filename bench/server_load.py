@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from runcycles_server_lite import events
 from runcycles_server_lite.keys import Keys
 from runcycles_server_lite.store import Store
 
@@ -191,6 +192,7 @@ async def evalsha_cell(served: Served, target: str, clients: int, spec: CellSpec
             await wl.provision(store, tenant)
             k = store.keys
             scopes = [f"tenant:{tenant}", f"tenant:{tenant}/workspace:bench"]
+            events_ctx = events.context(tenant)
 
             async def op(i: int) -> int:
                 rid = f"res_{tenant}_{i:032x}"
@@ -203,6 +205,7 @@ async def evalsha_cell(served: Served, target: str, clients: int, spec: CellSpec
                     k.reservation_expiry(tenant),
                     k.budgets(tenant),
                     *(k.budget(tenant, s, wl.UNIT) for s in scopes),
+                    k.events(tenant),
                 ]
                 args: list[str | int] = [
                     "live",
@@ -223,6 +226,7 @@ async def evalsha_cell(served: Served, target: str, clients: int, spec: CellSpec
                     "USD_MICROCENTS,TOKENS,CREDITS,RISK_POINTS",
                     str(len(scopes)),
                     *scopes,
+                    events_ctx,
                 ]
                 reply = await store.run("reserve", keys, args)
                 if reply[0] != "OK":

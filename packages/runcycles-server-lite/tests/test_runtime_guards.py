@@ -58,9 +58,10 @@ def test_no_tenant_record_means_no_tenant_guard(server: ServerHandle) -> None:
             k.reservation_expiry(tenant),
             k.budgets(tenant),
             budget,
+            k.events(tenant),
         ]
         args = ["live", tenant, rid, "i", "v1:h", "20", UNIT, "", "5000", "", "{}", "{}", ""]
-        args += ["1000", "1000", ",".join(UNITS), "1", scope]
+        args += ["1000", "1000", ",".join(UNITS), "1", scope, '"tenant_id":"x"']
         result: list[str] = await store.run("reserve", keys, args)
         return [result[0], await store.redis.hget(budget, "remaining")]
 

@@ -13,13 +13,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from . import admin, runtime
+from . import admin, events_api, runtime
 from .auth import Authenticator
 from .config import Settings
 from .contract import OPENAPI_PATH, serve_openapi
 from .http import JSONResponse, TraceMiddleware, http_exception_handler
 from .services import Services, services
 from .store import Store
+from .webhooks import api as webhooks_api
+from .webhooks.dispatcher import Dispatcher
 
 log = logging.getLogger("runcycles_server_lite")
 
@@ -74,15 +76,26 @@ def create_app(settings: Settings, *, admin_only: bool = False) -> Starlette:
         async with contextlib.AsyncExitStack() as stack:
             if not admin_only:
                 await stack.enter_async_context(runtime.background(svc))
+            dispatcher = Dispatcher(store, settings)
+            if not admin_only:
+                dispatcher.start()
             try:
                 yield
             finally:
+                # Background jobs stop before the store they use closes.
+                await dispatcher.stop()
+                await stack.aclose()
                 await store.close()
 
     # Starlette matches routes in order: the runtime's hot paths go first so a reserve is not
     # tested against every admin route before it matches (measured: ~20 µs per request).
     routes: list[BaseRoute] = [] if admin_only else runtime.routes()
-    routes += [*health_routes(), *admin.routes()]
+    routes += [
+        *health_routes(),
+        *admin.routes(),
+        *events_api.routes(),
+        *webhooks_api.routes(),
+    ]
     app = Starlette(
         routes=routes,
         middleware=[Middleware(TraceMiddleware)],

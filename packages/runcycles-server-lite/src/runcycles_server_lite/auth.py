@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import orjson
 from starlette.requests import Request
 
+from . import events
 from .errors import ProtocolError
 from .keys import secret_digest
 from .store import Store
@@ -48,6 +49,11 @@ DEFAULT_PERMISSIONS: tuple[str, ...] = (
 )
 
 _CACHE_MAX = 10_000
+_AUTH_FAILED_KEEP = 100_000
+
+
+def _client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +105,7 @@ class Authenticator:
             raise _unauthorized("admin API key is not configured on this server")
         if not hmac.compare_digest(secret_digest(supplied).encode(), self._admin_digest):
             raise _unauthorized("invalid admin API key")
+        events.set_actor(events.Actor("admin", source_ip=_client_ip(request)))
         return True
 
     def require_admin(self, request: Request) -> None:
@@ -119,7 +126,13 @@ class Authenticator:
         secret = request.headers.get("x-cycles-api-key")
         if not secret:
             raise _unauthorized("missing X-Cycles-API-Key header")
-        principal = await self.resolve(secret)
+        try:
+            principal = await self.resolve(secret)
+        except ProtocolError as exc:
+            if exc.code == "UNAUTHORIZED":
+                await self._auth_failed(request, secret, exc.message)
+            raise
+        events.set_actor(events.Actor("api_key", principal.key_id, _client_ip(request)))
         # Known before the permission check, so a 403 is attributed to its tenant and key.
         state = request.scope.setdefault("state", {})
         state["tenant"] = principal.tenant
@@ -129,6 +142,41 @@ class Authenticator:
                 "FORBIDDEN", f"API key {principal.key_id} lacks permission {permission}"
             )
         return principal
+
+    async def _auth_failed(self, request: Request, secret: str, message: str) -> None:
+        """api_key.auth_failed, in the key's tenant stream when the key is ours (revoked,
+        expired, suspended tenant), else in the system stream. Capped by length, since
+        anyone can produce these."""
+        keys = self.store.keys
+        try:
+            pointer = await self.store.redis.get(keys.api_key_lookup(secret_digest(secret)))
+            tenant, _, key_id = str(pointer or "").partition("\n")
+            reason = "key_not_found"
+            for word, why in (("revoked", "key_revoked"), ("expired", "key_expired")):
+                if word in message:
+                    reason = why
+            if "suspended" in message:
+                reason = "tenant_suspended"
+            data = {"failure_reason": reason}
+            ip = _client_ip(request)
+            if ip:
+                data["source_ip"] = ip
+            if key_id:
+                data["key_id"] = key_id
+            owner = tenant if pointer else events.SYSTEM_TENANT
+            body = events.envelope_body(
+                "api_key.auth_failed",
+                events.context(owner, actor=events.Actor("api_key", key_id or None, ip)),
+                data=data,
+            )
+            # Anyone can produce these in the system stream: it is capped by length (tenant
+            # streams only by retention, as trimming by length would drop other events).
+            cap = _AUTH_FAILED_KEEP if owner == events.SYSTEM_TENANT else None
+            await self.store.redis.xadd(
+                keys.events(owner), {"e": body}, maxlen=cap, approximate=True
+            )
+        except Exception:  # the 401 stands even if its event cannot be written
+            return
 
     async def resolve(self, secret: str) -> Principal:
         digest = secret_digest(secret)

@@ -39,6 +39,11 @@ class Settings:
     auth_cache_ttl_s: float = 2.0
     # How long finalized reservations (and their stored responses) are kept.
     finalized_retention_ms: int = 30 * 24 * 3600 * 1000
+    # Webhook dispatcher cadence (0 disables it) and per-attempt HTTP timeout.
+    webhook_interval_s: float = 0.5
+    webhook_timeout_s: float = 10.0
+    # Governance events (the event stream) are kept this long (spec: 90 days hot).
+    event_retention_ms: int = 90 * 24 * 3600 * 1000
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -58,6 +63,8 @@ class Settings:
         s.log_format = env.get("RUNCYCLES_LOG_FORMAT") or s.log_format
         if "RUNCYCLES_SWEEP_INTERVAL_S" in env:
             s.sweep_interval_s = float(env["RUNCYCLES_SWEEP_INTERVAL_S"])
+        if "RUNCYCLES_EVENT_RETENTION_DAYS" in env:
+            s.event_retention_ms = int(float(env["RUNCYCLES_EVENT_RETENTION_DAYS"]) * 86_400_000)
         if "RUNCYCLES_AUTH_CACHE_TTL_S" in env:
             s.auth_cache_ttl_s = float(env["RUNCYCLES_AUTH_CACHE_TTL_S"])
         return s

@@ -15,6 +15,7 @@ Layout (``P`` is the configurable prefix, ``rc`` by default; ``T`` the tenant id
   P:{t:T}:res:exp                    ZSET  ACTIVE reservation id by expires_at + grace ms (sweeper)
   P:{t:T}:idem:<endpoint>:<key>      HASH  idempotency record {hash, status, body, ...}
   P:{t:T}:evt:<event_id>             HASH  direct-debit event record
+  P:{t:T}:events                     STREAM governance events (Event envelope; see events.py)
   P:{t:T}:apikeys                    ZSET  key_id by created_at ms
   P:{t:T}:apikey:<key_id>            HASH  API key record (hash of the secret, never the secret)
   P:{t:T}:audit                      ZSET  audit entries (JSON) by time; T may be a sentinel
@@ -129,6 +130,9 @@ class Keys:
 
     def event(self, tenant: str, event_id: str) -> str:
         return f"{self.tag(tenant)}:evt:{event_id}"
+
+    def events(self, tenant: str) -> str:
+        return f"{self.tag(tenant)}:events"
 
     def api_keys(self, tenant: str) -> str:
         return f"{self.tag(tenant)}:apikeys"

@@ -72,10 +72,24 @@ def _wire_fields(model: _PolicyFields) -> dict[str, Any]:
 
 
 async def _save(store: Store, tenant: str, mode: str, record: dict[str, Any], old: str) -> None:
+    from . import events
     from .provisioning import _script_ok
 
-    keys = [store.keys.tenant(tenant), store.keys.policies(tenant), store.keys.policy_names(tenant)]
-    args = [mode, record["policy_id"], record["name"], orjson.dumps(record).decode(), old]
+    keys = [
+        store.keys.tenant(tenant),
+        store.keys.policies(tenant),
+        store.keys.policy_names(tenant),
+        store.keys.events(tenant),
+    ]
+    args = [
+        mode,
+        record["policy_id"],
+        record["name"],
+        orjson.dumps(record).decode(),
+        old,
+        str(record.get("scope_pattern") or ""),
+        events.context(tenant, source=events.SOURCE_ADMIN),
+    ]
     _script_ok(await store.run("policy_save", keys, args))
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from . import events
 from .auth import DEFAULT_PERMISSIONS
 from .errors import ProtocolError, invalid
 from .keys import SUBJECT_LEVELS, UNITS, secret_digest
@@ -95,6 +96,10 @@ def _script_ok(reply: list[Any]) -> list[Any]:
     return reply[1:]
 
 
+def _ctx(tenant_id: str) -> str:
+    return events.context(tenant_id, source=events.SOURCE_ADMIN)
+
+
 def _pairs(flat: list[Any]) -> dict[str, str]:
     return {str(flat[i]): str(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
 
@@ -157,7 +162,11 @@ async def create_tenant(
         args += [field, value]
     # One script creates the whole record or reports the existing one: a tenant is never
     # visible half-written.
-    reply = await store.run("tenant_create", [store.keys.tenant(tenant_id)], args)
+    reply = await store.run(
+        "tenant_create",
+        [store.keys.tenant(tenant_id), store.keys.events(tenant_id)],
+        [*args, _ctx(tenant_id)],
+    )
     created = int(reply[0]) == 1
     existing = record if created else _pairs(reply[1:])
     # NX keeps the original creation time when this repairs an interrupted create.
@@ -218,6 +227,13 @@ async def create_api_key(
     async with store.redis.pipeline(transaction=True) as pipe:
         pipe.hset(store.keys.api_key(tenant_id, key_id), mapping=record)
         pipe.zadd(store.keys.api_keys(tenant_id), {key_id: now})
+        events.xadd(
+            pipe,
+            store.keys.events(tenant_id),
+            "api_key.created",
+            _ctx(tenant_id),
+            data=_key_event(record, None, "ACTIVE"),
+        )
         await pipe.execute()
     await store.redis.set(store.keys.api_key_owner(key_id), tenant_id)
     # The lookup lives in another slot; written last so a key is never resolvable before
@@ -227,7 +243,7 @@ async def create_api_key(
 
 
 async def revoke_api_key(
-    store: Store, tenant_id: str, key_id: str, reason: str | None = None
+    store: Store, tenant_id: str, key_id: str, reason: str | None = None, *, cascade: bool = False
 ) -> dict[str, str]:
     key = store.keys.api_key(tenant_id, key_id)
     record: dict[str, str] = await store.redis.hgetall(key)
@@ -239,10 +255,48 @@ async def revoke_api_key(
     update = {"status": "REVOKED", "revoked_at": str(now)}
     if reason:
         update["revoked_reason"] = reason
-    await store.redis.hset(key, mapping=update)
+    async with store.redis.pipeline(transaction=True) as pipe:
+        pipe.hset(key, mapping=update)
+        if cascade:
+            data: dict[str, Any] = {
+                "key_id": key_id,
+                "prior_status": record.get("status", "ACTIVE"),
+                "new_status": "REVOKED",
+                "cascade_reason": "tenant_closed",
+            }
+            if record.get("name"):
+                data["name"] = record["name"]
+        else:
+            data = _key_event(record, record.get("status", "ACTIVE"), "REVOKED")
+        events.xadd(
+            pipe,
+            store.keys.events(tenant_id),
+            "api_key.revoked_via_tenant_cascade" if cascade else "api_key.revoked",
+            _ctx(tenant_id),
+            data=data,
+        )
+        await pipe.execute()
     await store.redis.delete(store.keys.api_key_lookup(record["key_hash"]))
     record.update(update)
     return record
+
+
+CASCADE_REASON = "tenant closed"
+
+
+def _key_event(record: Mapping[str, str], previous: str | None, new: str) -> dict[str, Any]:
+    """EventDataApiKey for a key record (never the secret or its hash)."""
+    try:
+        permissions = orjson.loads(record.get("permissions_json") or "[]")
+    except orjson.JSONDecodeError:
+        permissions = []
+    data: dict[str, Any] = {"key_id": record["key_id"], "new_status": new}
+    if record.get("name"):
+        data["key_name"] = record["name"]
+    if previous is not None:
+        data["previous_status"] = previous
+    data["permissions"] = permissions
+    return data
 
 
 async def create_budget(
@@ -302,8 +356,9 @@ async def create_budget(
         store.keys.tenant(tenant_id),
         store.keys.budget(tenant_id, scope, unit),
         store.keys.budgets(tenant_id),
+        store.keys.events(tenant_id),
     ]
-    _script_ok(await store.run("budget_create", keys, args))
+    _script_ok(await store.run("budget_create", keys, [*args, _ctx(tenant_id)]))
     return record
 
 
@@ -326,7 +381,13 @@ async def update_tenant(
     args: list[str] = [str(now), status or ""]
     for field, value in fields.items():
         args += [field, value]
-    out = _script_ok(await store.run("tenant_update", [store.keys.tenant(tenant_id)], args))
+    out = _script_ok(
+        await store.run(
+            "tenant_update",
+            [store.keys.tenant(tenant_id), store.keys.events(tenant_id)],
+            [*args, _ctx(tenant_id)],
+        )
+    )
     return _pairs(out[1:]), str(out[0])
 
 
@@ -343,12 +404,15 @@ async def close_tenant_cascade(store: Store, tenant_id: str) -> list[dict[str, s
         keys = [
             store.keys.budget(tenant_id, record["scope"], record["unit"]),
             store.keys.tenant(tenant_id),
+            store.keys.events(tenant_id),
         ]
-        _script_ok(await store.run("budget_update", keys, ["close", str(now)]))
+        _script_ok(await store.run("budget_update", keys, ["close", str(now), _ctx(tenant_id)]))
     revoked = []
     for key in await list_api_keys(store, tenant_id):
         if key.get("status") != "REVOKED":
-            revoked.append(await revoke_api_key(store, tenant_id, key["key_id"], "tenant closed"))
+            revoked.append(
+                await revoke_api_key(store, tenant_id, key["key_id"], CASCADE_REASON, cascade=True)
+            )
     return revoked
 
 
@@ -406,8 +470,19 @@ async def update_api_key(
     if int(record.get("expires_at") or 0) and int(record["expires_at"]) <= await store.time_ms():
         raise ProtocolError("KEY_EXPIRED", f"API key {key_id} has expired", status=409)
     if fields:
-        await store.redis.hset(key, mapping=dict(fields))
+        before = record.get("permissions_json")
         record.update(fields)
+        async with store.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=dict(fields))
+            if "permissions_json" in fields and fields["permissions_json"] != before:
+                events.xadd(
+                    pipe,
+                    store.keys.events(tenant_id),
+                    "api_key.permissions_changed",
+                    _ctx(tenant_id),
+                    data=_key_event(record, "ACTIVE", "ACTIVE"),
+                )
+            await pipe.execute()
     return record
 
 
@@ -447,7 +522,12 @@ async def update_budget(
     args = [mode, str(now)]
     for field, value in (fields or {}).items():
         args += [field, value]
-    keys = [store.keys.budget(tenant_id, scope, unit), store.keys.tenant(tenant_id)]
+    keys = [
+        store.keys.budget(tenant_id, scope, unit),
+        store.keys.tenant(tenant_id),
+        store.keys.events(tenant_id),
+    ]
+    args.append(_ctx(tenant_id))
     return _pairs(_script_ok(await store.run("budget_update", keys, args)))
 
 
@@ -513,6 +593,7 @@ async def fund_budget(
         store.keys.budget(tenant_id, scope, unit),
         store.keys.tenant(tenant_id),
         store.keys.idempotency(tenant_id, "fund", idempotency_key or "-"),
+        store.keys.events(tenant_id),
     ]
     args = [
         operation,
@@ -520,6 +601,7 @@ async def fund_budget(
         "" if spent is None or operation != "RESET_SPENT" else str(spent),
         request_hash,
         str(FUND_IDEMPOTENCY_TTL_MS),
+        _ctx(tenant_id),
     ]
     reply = await store.run("fund", keys, args)
     kind = reply[0]

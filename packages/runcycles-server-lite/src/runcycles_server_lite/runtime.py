@@ -32,6 +32,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from . import auth as perms
+from . import events
 from .errors import ProtocolError, invalid
 from .http import JSONResponse, raw_json_response, read_json, request_ids
 from .keys import SUBJECT_LEVELS, UNITS
@@ -157,6 +158,7 @@ async def create_reservation(request: Request) -> Response:
         k.reservation_expiry(tenant),
         k.budgets(tenant),
         *_budget_keys(svc.store, tenant, scopes, req.estimate.unit),
+        k.events(tenant),
     ]
     args: list[str | int] = [
         "dry" if req.dry_run else "live",
@@ -177,6 +179,7 @@ async def create_reservation(request: Request) -> Response:
         UNITS_CSV,
         str(len(scopes)),
         *scopes,
+        events.context(tenant),
     ]
     return _script_result(await svc.store.run("reserve", keys, args))
 
@@ -224,6 +227,7 @@ async def create_event(request: Request) -> Response:
         k.event(tenant, event_id),
         k.budgets(tenant),
         *_budget_keys(svc.store, tenant, scopes, req.actual.unit),
+        k.events(tenant),
     ]
     args: list[str | int] = [
         tenant,
@@ -242,6 +246,7 @@ async def create_event(request: Request) -> Response:
         UNITS_CSV,
         str(len(scopes)),
         *scopes,
+        events.context(tenant),
     ]
     return _script_result(await svc.store.run("event", keys, args))
 
@@ -262,6 +267,7 @@ async def commit_reservation(request: Request) -> Response:
         k.reservation(tenant, rid),
         k.reservation_expiry(tenant),
         k.idempotency(tenant, "commit", req.idempotency_key),
+        k.events(tenant),
     ]
     args: list[str | int] = [
         principal.tenant,
@@ -272,6 +278,7 @@ async def commit_reservation(request: Request) -> Response:
         dumps(req.metrics),
         dumps(req.metadata),
         str(svc.settings.finalized_retention_ms),
+        events.context(tenant),
     ]
     return _script_result(await svc.store.run("commit", keys, args))
 
@@ -306,6 +313,7 @@ async def release_reservation(request: Request) -> Response:
         k.reservation_expiry(tenant),
         k.audit(tenant),
         k.idempotency(tenant, "release", req.idempotency_key),
+        k.events(tenant),
     ]
     args: list[str | int] = [
         tenant,
@@ -315,6 +323,7 @@ async def release_reservation(request: Request) -> Response:
         "admin_on_behalf_of" if as_admin else "tenant",
         audit,
         str(svc.settings.finalized_retention_ms),
+        events.context(tenant, actor=events.Actor("admin_on_behalf_of") if as_admin else None),
     ]
     return _script_result(await svc.store.run("release", keys, args))
 

@@ -15,6 +15,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 
+from . import events
 from .config import Settings
 from .store import Store
 
@@ -22,6 +23,7 @@ log = logging.getLogger("runcycles_server_lite.sweeper")
 
 _TENANT_CHUNK = 100
 _MAX_BATCHES_PER_TENANT = 20
+_TRIM_EVERY_MS = 60_000
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Sweeper:
         self.settings = settings
         self._task: asyncio.Task[None] | None = None
         self._lease_key = store.keys.lease("sweeper")
+        self._last_trim_ms = 0
 
     def start(self) -> None:
         if self.settings.sweep_interval_s > 0 and self._task is None:
@@ -79,11 +82,24 @@ class Sweeper:
         finally:
             await self.store.run("unlock", [self._lease_key], [token])
 
+    async def _trim_events(self, tenants: list[str], now: int) -> None:
+        """Event-stream retention: entries older than ``event_retention_ms`` go (entry ids are
+        Redis-TIME milliseconds, so XTRIM MINID trims by age)."""
+        minid = max(0, now - self.settings.event_retention_ms)
+        async with self.store.redis.pipeline(transaction=False) as pipe:
+            for t in tenants:
+                pipe.xtrim(self.store.keys.events(t), minid=minid, approximate=True)
+            await pipe.execute()
+
     async def _sweep_all(self) -> SweepStats:
         stats = SweepStats()
         store = self.store
         keys = store.keys
         now = await store.time_ms()
+        trim = now - self._last_trim_ms >= _TRIM_EVERY_MS
+        if trim:
+            self._last_trim_ms = now
+            await self._trim_events([events.SYSTEM_TENANT], now)
         batch = max(1, self.settings.sweep_batch)
         start = 0
         while True:
@@ -93,6 +109,8 @@ class Sweeper:
             if not tenants:
                 return stats
             start += len(tenants)
+            if trim:
+                await self._trim_events(tenants, now)
             async with store.redis.pipeline(transaction=False) as pipe:
                 for t in tenants:
                     pipe.zrangebyscore(keys.reservation_expiry(t), "-inf", now, start=0, num=batch)
@@ -115,8 +133,13 @@ class Sweeper:
             result = await self.store.run(
                 "expire",
                 [keys.tenant(tenant), keys.reservation_expiry(tenant)]
-                + [keys.reservation(tenant, rid) for rid in ids],
-                [str(self.settings.finalized_retention_ms), *ids],
+                + [keys.reservation(tenant, rid) for rid in ids]
+                + [keys.events(tenant)],
+                [
+                    str(self.settings.finalized_retention_ms),
+                    *ids,
+                    events.context(tenant, source=events.SOURCE_SWEEPER, actor=events.SYSTEM_ACTOR),
+                ],
             )
         except Exception as exc:  # one tenant's failure must not stop the others
             log.warning("expiring reservations of tenant %s failed: %s", tenant, exc)

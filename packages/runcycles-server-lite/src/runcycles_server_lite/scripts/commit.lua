@@ -1,8 +1,10 @@
 -- Commit the actual amount of an ACTIVE reservation.
 --
--- KEYS: 1 tenant, 2 reservation, 3 res:exp, 4 idempotency record (tenant, commit, key)
+-- KEYS: 1 tenant, 2 reservation, 3 res:exp, 4 idempotency record (tenant, commit, key),
+--       5 event stream
 -- ARGV: 1 caller tenant, 2 actual, 3 unit, 4 idempotency_key, 5 payload hash,
---       6 metrics json or "", 7 metadata json or "", 8 retention ms
+--       6 metrics json or "", 7 metadata json or "", 8 retention ms, 9 event context
+-- Emits reservation.commit_overage when actual > estimate, and the budgets' transitions.
 
 local actual = ARGV[2]
 if not is_amount(actual) then return err("INVALID_REQUEST", "actual.amount must be an int64 >= 0") end
@@ -73,6 +75,20 @@ for i = 1, #budgets do
   end
 end
 for i = 1, #budgets do write_budget(budgets[i], plans[i], now) end
+local rid = f[13]
+if dcmp(actual, estimate) > 0 then
+  local debt = "0"
+  for i = 1, #budgets do
+    local d = dsub(budgets[i].debt, budgets[i].prev.debt)
+    if dcmp(d, debt) > 0 then debt = d end
+  end
+  local leaf = bscopes[#bscopes] or ""
+  emit("reservation.commit_overage", leaf, '{"reservation_id":' .. jstr(rid) .. ',"scope":' ..
+    jstr(leaf) .. ',"unit":"' .. unit .. '","estimated_amount":' .. estimate ..
+    ',"actual_amount":' .. actual .. ',"overage":' .. dsub(actual, estimate) ..
+    ',"overage_policy":"' .. f[7] .. '","debt_incurred":' .. debt .. '}', rid)
+end
+budget_events(budgets, bscopes, unit, {reservation_id = rid, policy = f[7], correlation = rid})
 
 local body = '{"status":"COMMITTED","charged":' .. amount_json(unit, charged)
 if dcmp(charged, estimate) < 0 then

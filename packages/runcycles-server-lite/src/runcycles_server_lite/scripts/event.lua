@@ -2,11 +2,11 @@
 -- under the overage policy. Debt and over-limit do not block events (post-only accounting).
 --
 -- KEYS: 1 tenant, 2 idempotency record (event namespace), 3 event record, 4 budgets index,
---       5.. budget per derived scope
+--       5.. budget per derived scope, last: event stream
 -- ARGV: 1 tenant, 2 event_id, 3 idempotency_key, 4 payload hash, 5 actual, 6 unit,
 --       7 overage policy or "", 8 subject json, 9 action json, 10 metrics json or "",
 --       11 metadata json or "", 12 client_time_ms or "", 13 retention ms, 14 units csv,
---       15 n, 16.. derived scopes
+--       15 n, 16.. derived scopes, last: event context
 
 local actual = ARGV[5]
 local unit = ARGV[6]
@@ -62,6 +62,7 @@ for i = 1, #plan do
 end
 local now = now_ms()
 for i = 1, #plan do write_budget(budgets[i], plan[i], now) end
+budget_events(budgets, bscopes, unit, {policy = policy, correlation = ARGV[2]})
 
 local body = '{"status":"APPLIED","event_id":"' .. ARGV[2] .. '"'
 if dcmp(charged, actual) < 0 then body = body .. ',"charged":' .. amount_json(unit, charged) end

@@ -1,7 +1,9 @@
 -- Expire due reservations of one tenant (the sweeper calls this in batches).
 --
--- KEYS: 1 tenant, 2 res:exp, 3.. reservation records (candidates the sweeper saw as due)
--- ARGV: 1 retention ms, 2.. reservation ids (aligned with KEYS[3..])
+-- KEYS: 1 tenant, 2 res:exp, 3.. reservation records (candidates the sweeper saw as due),
+--       last: event stream
+-- ARGV: 1 retention ms, 2.. reservation ids (aligned with KEYS[3..]), last: event context
+-- Each expiry emits reservation.expired (and the budgets' transitions).
 -- Returns {expired, skipped, quarantined, missing}.
 --
 -- Idempotent: non-ACTIVE rows are only dropped from the index, so a hold is returned at most
@@ -18,10 +20,10 @@ local function quarantine(key, id, reason)
   quarantined = quarantined + 1
 end
 
-for i = 3, #KEYS do
+for i = 3, #KEYS - 1 do
   local key, id = KEYS[i], ARGV[i - 1]
   local f = redis.call("HMGET", key, "status", "estimate", "expires_at", "grace_ms",
-    "budget_keys", "budget_scopes")
+    "budget_keys", "budget_scopes", "scope_path", "unit", "created_at", "extension_count")
   if not f[1] then
     redis.call("ZREM", KEYS[2], id)
     missing = missing + 1
@@ -41,7 +43,7 @@ for i = 3, #KEYS do
       redis.call("ZADD", KEYS[2], expires_at + grace, id)
       skipped = skipped + 1
     else
-      local budgets, _, berr = recorded_budgets(f[5], f[6])
+      local budgets, bscopes, berr = recorded_budgets(f[5], f[6])
       local plans, bad = {}, berr
       if budgets and not tenant.closed then
         for j = 1, #budgets do
@@ -58,6 +60,14 @@ for i = 3, #KEYS do
         if not tenant.closed then
           for j = 1, #budgets do write_budget(budgets[j], plans[j], now) end
         end
+        local created = tonumber(f[9] or "") or expires_at
+        local scope = f[7] or ""
+        emit("reservation.expired", scope, '{"reservation_id":' .. jstr(id) .. ',"scope":' ..
+          jstr(scope) .. ',"unit":"' .. (f[8] or "") .. '","estimated_amount":' .. estimate ..
+          ',"created_at":"' .. iso_ms(created) .. '","expired_at":"' .. iso_ms(now) ..
+          '","ttl_ms":' .. istr(expires_at - created) .. ',"extensions_used":' ..
+          istr(tonumber(f[10] or "0") or 0) .. '}', id)
+        if not tenant.closed then budget_events(budgets, bscopes, f[8] or "", {correlation = id}) end
         redis.call("HSET", key, "status", "EXPIRED", "expired_at", istr(now))
         redis.call("ZREM", KEYS[2], id)
         redis.call("PEXPIRE", key, tonumber(ARGV[1]))

@@ -1,11 +1,14 @@
 -- fund.lua: one admin funding operation on one budget ledger, atomically.
 --
 -- KEYS[1] budget hash   KEYS[2] tenant hash   KEYS[3] idempotency hash (same tenant slot)
+-- KEYS[4] event stream
 -- ARGV[1] operation (CREDIT | DEBIT | RESET | RESET_SPENT | REPAY_DEBT)
 -- ARGV[2] amount (non-negative int64 decimal string)
 -- ARGV[3] spent override for RESET_SPENT, or "" (spent becomes 0)
 -- ARGV[4] request hash, or "" when the call carries no idempotency key
 -- ARGV[5] idempotency record lifetime in ms
+-- ARGV[6] event context (emits budget.funded / debited / reset / reset_spent / debt_repaid,
+--         and budget.over_limit_entered / exited when the flag flips)
 --
 -- Returns {"OK"|"REPLAY", op, prev_allocated, new_allocated, prev_remaining, new_remaining,
 --          prev_debt, new_debt, prev_spent, new_spent, timestamp_ms}
@@ -107,7 +110,7 @@ if tstatus == "CLOSED" then
 end
 
 local f = redis.call("HMGET", budget_key, "allocated", "remaining", "reserved", "spent", "debt",
-  "overdraft_limit", "status")
+  "overdraft_limit", "status", "is_over_limit", "ledger_id", "scope", "unit")
 if not f[1] and not f[2] and not f[7] then
   return {"ERR", "BUDGET_NOT_FOUND", "budget not found"}
 end
@@ -175,6 +178,32 @@ end
 local over = "false"
 if fund_cmp(n_debt, limit) > 0 then over = "true" end
 redis.call("HSET", budget_key, "is_over_limit", over, "updated_at", now)
+
+local EVENT_OF = {CREDIT = "budget.funded", DEBIT = "budget.debited", RESET = "budget.reset",
+  RESET_SPENT = "budget.reset_spent", REPAY_DEBT = "budget.debt_repaid"}
+local reserved = f[3] or "0"
+local function state(a, r, d, sp)
+  return '{"allocated":' .. fund_str(a) .. ',"remaining":' .. fund_str(r) .. ',"debt":' ..
+    fund_str(d) .. ',"spent":' .. fund_str(sp) .. ',"reserved":' .. reserved .. ',"status":"' ..
+    status .. '"}'
+end
+local scope, unit = f[10] or "", f[11] or ""
+local data = '{"ledger_id":' .. jstr(f[9] or "") .. ',"scope":' .. jstr(scope) .. ',"unit":"' ..
+  unit .. '","operation":"' .. op .. '","previous_state":' .. state(alloc, rem, debt, spent) ..
+  ',"new_state":' .. state(n_alloc, n_rem, n_debt, n_spent)
+if op == "RESET_SPENT" then
+  data = data .. ',"spent_override_provided":' .. (spent_s ~= "" and "true" or "false")
+end
+emit(EVENT_OF[op], scope, data .. '}')
+if (f[8] == "true") ~= (over == "true") then
+  local limit_s = fund_str(limit)
+  local body = '{"scope":' .. jstr(scope) .. ',"unit":"' .. unit .. '","debt":' .. fund_str(n_debt) ..
+    ',"overdraft_limit":' .. limit_s .. ',"is_over_limit":' .. over
+  if tonumber(limit_s) > 0 then
+    body = body .. ',"debt_utilization":' .. num_json(tonumber(fund_str(n_debt)) / tonumber(limit_s))
+  end
+  emit(over == "true" and "budget.over_limit_entered" or "budget.over_limit_exited", scope, body .. '}')
+end
 
 local rec = {op, fund_str(alloc), fund_str(n_alloc), fund_str(rem), fund_str(n_rem),
   fund_str(debt), fund_str(n_debt), fund_str(spent), fund_str(n_spent), now}

@@ -178,11 +178,14 @@ end
 
 -- Tenant record guard and settings. Returns (settings table) or (nil, err reply).
 -- No record means no governance plane: no guard, defaults apply.
+local EVT = {thresholds = nil}
+
 local function tenant_settings(key)
   local f = redis.call("HMGET", key, "status", "default_commit_overage_policy",
     "default_reservation_ttl_ms", "max_reservation_ttl_ms", "max_reservation_extensions",
-    "tenant_id")
+    "tenant_id", "event_thresholds")
   local t = {exists = false, closed = false}
+  EVT.thresholds = f[7] or false
   if not f[1] and not f[6] then return t end
   t.exists = true
   local status = f[1]
@@ -286,6 +289,10 @@ local REFUSAL_MESSAGE = {
 -- in one HSET: the arithmetic was done on decimal strings, so no Lua number ever carries an
 -- amount, and one command per budget keeps scripts short.
 local function write_budget(b, nv, now)
+  if not b.prev then
+    b.prev = {remaining = b.remaining, reserved = b.reserved, spent = b.spent, debt = b.debt,
+      over = b.over}
+  end
   local args = {b.key}
   for _, k in ipairs({"remaining", "reserved", "spent", "debt"}) do
     if nv[k] ~= nil and nv[k] ~= b[k] then
@@ -462,4 +469,116 @@ local function recorded_budgets(keys_str, scopes_str)
     end
   end
   return budgets, bscopes
+end
+
+-- Governance events (the admin spec's Event envelope), written by the same script as the
+-- mutation that causes them, into the tenant's stream. Scripts that emit pass the stream as
+-- their LAST key and the envelope context as their LAST argument: a JSON fragment rendered
+-- by events.py ("tenant_id", "source", "actor", "request_id", "trace_id"). event_id and
+-- timestamp are not stored: both are derived from the stream entry id when read.
+
+local function emit(event_type, scope, data, correlation)
+  local category = string.match(event_type, "^([a-z_]+)%.")
+  local body = '{"event_type":"' .. event_type .. '","category":"' .. category .. '"'
+  if scope and scope ~= "" then body = body .. ',"scope":' .. jstr(scope) end
+  if correlation and correlation ~= "" then body = body .. ',"correlation_id":' .. jstr(correlation) end
+  body = body .. ',' .. ARGV[#ARGV]
+  if data then body = body .. ',"data":' .. data end
+  return redis.call("XADD", KEYS[#KEYS], "*", "e", body .. '}')
+end
+
+-- Epoch ms as ISO-8601 UTC (days-to-civil; Redis Lua has no os.date).
+local function iso_ms(ms)
+  local s = math.floor(ms / 1000)
+  local days = math.floor(s / 86400)
+  local rem = s - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local y = yoe + era * 400
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp + 3
+  if m > 12 then m = m - 12 end
+  if m <= 2 then y = y + 1 end
+  return string.format("%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", y, m, d, math.floor(rem / 3600),
+    math.floor(rem / 60) % 60, rem % 60, ms % 1000)
+end
+
+local function num_json(x) return string.format("%.6g", x) end
+
+-- (spent + reserved) / allocated as a ratio (a double is exact enough for a ratio).
+local function utilization(allocated, spent, reserved)
+  local a = tonumber(allocated)
+  if not a or a <= 0 then return nil end
+  return (tonumber(spent) + tonumber(reserved)) / a
+end
+
+local DEFAULT_THRESHOLDS = {0.8, 0.95, 1.0}
+
+local function thresholds()
+  if not EVT.thresholds or EVT.thresholds == "" then return DEFAULT_THRESHOLDS end
+  local out = {}
+  for v in string.gmatch(EVT.thresholds, "[^,]+") do out[#out + 1] = tonumber(v) end
+  return out
+end
+
+local function threshold_json(b, scope, unit, threshold, util, direction)
+  return '{"scope":' .. jstr(scope) .. ',"unit":"' .. unit .. '","threshold":' ..
+    num_json(threshold) .. ',"utilization":' .. num_json(util) .. ',"allocated":' ..
+    b.allocated .. ',"remaining":' .. b.remaining .. ',"spent":' .. b.spent ..
+    ',"reserved":' .. b.reserved .. ',"direction":"' .. direction .. '"}'
+end
+
+local function over_limit_json(b, scope, unit)
+  local limit = tonumber(b.overdraft_limit) or 0
+  local body = '{"scope":' .. jstr(scope) .. ',"unit":"' .. unit .. '","debt":' .. b.debt ..
+    ',"overdraft_limit":' .. b.overdraft_limit .. ',"is_over_limit":' ..
+    (b.over and "true" or "false")
+  if limit > 0 then body = body .. ',"debt_utilization":' .. num_json(tonumber(b.debt) / limit) end
+  return body .. '}'
+end
+
+-- Transition events of the budgets written by this script (write_budget kept each one's
+-- previous values): thresholds crossed either way, exhaustion, over-limit entered/exited,
+-- new debt. `cause` = {reservation_id, policy, correlation} (all optional).
+local function budget_events(budgets, scopes, unit, cause)
+  cause = cause or {}
+  for i = 1, #budgets do
+    local b, p = budgets[i], budgets[i].prev
+    if p then
+      local scope = scopes[i]
+      local u0 = utilization(b.allocated, p.spent, p.reserved)
+      local u1 = utilization(b.allocated, b.spent, b.reserved)
+      if u0 and u1 and u0 ~= u1 then
+        for _, t in ipairs(thresholds()) do
+          local dir = nil
+          if u0 < t and u1 >= t then dir = "rising" elseif u0 >= t and u1 < t then dir = "falling" end
+          if dir then
+            emit("budget.threshold_crossed", scope, threshold_json(b, scope, unit, t, u1, dir),
+              cause.correlation)
+          end
+        end
+      end
+      if dcmp(p.remaining, "0") > 0 and dcmp(b.remaining, "0") <= 0 then
+        emit("budget.exhausted", scope,
+          threshold_json(b, scope, unit, 1.0, u1 or 1.0, "rising"), cause.correlation)
+      end
+      if p.over ~= b.over then
+        emit(b.over and "budget.over_limit_entered" or "budget.over_limit_exited", scope,
+          over_limit_json(b, scope, unit), cause.correlation)
+      end
+      if dcmp(b.debt, p.debt) > 0 then
+        local data = '{"scope":' .. jstr(scope) .. ',"unit":"' .. unit .. '","debt_incurred":' ..
+          dsub(b.debt, p.debt) .. ',"total_debt":' .. b.debt .. ',"overdraft_limit":' ..
+          b.overdraft_limit
+        if cause.reservation_id then data = data .. ',"reservation_id":' .. jstr(cause.reservation_id) end
+        if cause.policy then data = data .. ',"overage_policy":"' .. cause.policy .. '"' end
+        emit("budget.debt_incurred", scope, data .. '}', cause.correlation)
+      end
+      b.prev = nil
+    end
+  end
 end

@@ -1,6 +1,7 @@
 -- policy_save.lua: create or replace one policy record, keeping names unique per tenant.
 --
--- KEYS[1] tenant hash   KEYS[2] policies hash   KEYS[3] policy-names hash
+-- KEYS[1] tenant hash   KEYS[2] policies hash   KEYS[3] policy-names hash   KEYS[4] events
+-- ARGV[6] scope pattern or "", ARGV[7] event context (emits policy.created / policy.updated)
 -- ARGV[1] "create" | "update"   ARGV[2] policy_id   ARGV[3] name   ARGV[4] record JSON
 -- ARGV[5] previous name ("" on create)
 -- Returns {"OK"} or {"ERR", code, message}. The JSON is stored as given, never decoded here.
@@ -23,4 +24,8 @@ if name ~= old_name then
   redis.call("HSET", KEYS[3], name, id)
 end
 redis.call("HSET", KEYS[2], id, json)
+-- name and pattern are operator text: cjson escapes them.
+local data = '{"policy_id":' .. cjson.encode(id) .. ',"name":' .. cjson.encode(name)
+if ARGV[6] ~= "" then data = data .. ',"scope_pattern":' .. cjson.encode(ARGV[6]) end
+emit(mode == "create" and "policy.created" or "policy.updated", nil, data .. '}')
 return {"OK"}

@@ -1,9 +1,10 @@
 -- Release an ACTIVE reservation: the whole hold returns to every budget it charged.
 --
 -- KEYS: 1 tenant, 2 reservation, 3 res:exp, 4 audit log,
---       5 idempotency record (tenant, release, key)
+--       5 idempotency record (tenant, release, key), 6 event stream
 -- ARGV: 1 caller tenant, 2 idempotency_key, 3 payload hash, 4 reason or "",
---       5 actor (tenant|admin_on_behalf_of), 6 audit entry json or "", 7 retention ms
+--       5 actor (tenant|admin_on_behalf_of), 6 audit entry json or "", 7 retention ms,
+--       8 event context
 
 local f = redis.call("HMGET", KEYS[2], "status", "tenant", "estimate", "unit", "budget_keys",
   "budget_scopes", "expires_at", "grace_ms", "release_key", "release_hash", "release_body",
@@ -39,6 +40,7 @@ for i = 1, #budgets do
   end
 end
 for i = 1, #budgets do write_budget(budgets[i], plans[i], now) end
+budget_events(budgets, bscopes, unit, {reservation_id = f[12], correlation = f[12]})
 
 local body = '{"status":"RELEASED","released":' .. amount_json(unit, estimate) ..
   ',"balances":' .. balances_json(budgets, bscopes, unit) .. '}'

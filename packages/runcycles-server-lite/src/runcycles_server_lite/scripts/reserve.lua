@@ -5,7 +5,9 @@
 -- ARGV: 1 mode (live|dry), 2 tenant, 3 reservation_id, 4 idempotency_key, 5 payload hash,
 --       6 estimate, 7 unit, 8 ttl_ms or "", 9 grace_ms, 10 overage policy or "",
 --       11 subject json, 12 action json, 13 metadata json or "", 14 retention ms,
---       15 dry-run idempotency ttl ms, 16 units csv, 17 n, 18.. derived scopes (tenant -> leaf)
+--       15 dry-run idempotency ttl ms, 16 units csv, 17 n, 18.. derived scopes (tenant -> leaf),
+--       last: event context (see emit in lib.lua)
+-- A live denial emits reservation.denied; a live reservation emits the budgets' transitions.
 
 local mode = ARGV[1]
 local estimate = ARGV[6]
@@ -47,8 +49,17 @@ local function dry_reply(decision, reason, balances, caps)
   return ok(200, body)
 end
 
+local function denied(reason, scope, remaining)
+  local data = '{"scope":' .. jstr(scope) .. ',"unit":"' .. unit .. '","reason_code":"' ..
+    reason .. '","requested_amount":' .. estimate
+  if remaining then data = data .. ',"remaining":' .. remaining end
+  emit("reservation.denied", scope, data .. ',"action":' .. ARGV[12] .. ',"subject":' ..
+    ARGV[11] .. '}')
+end
+
 if tenant.closed then
   if mode == "dry" then return dry_reply("DENY", "TENANT_CLOSED") end
+  denied("TENANT_CLOSED", scope_path)
   return err("TENANT_CLOSED", "tenant is closed")
 end
 
@@ -57,6 +68,11 @@ if not r then return rerr end
 local budgets, bscopes = r.budgets, r.scopes
 if r.refusal then
   if mode == "dry" then return dry_reply("DENY", r.refusal, balances_json(budgets, bscopes, unit)) end
+  local remaining = nil
+  for i = 1, #bscopes do
+    if bscopes[i] == r.refusal_scope then remaining = budgets[i].remaining end
+  end
+  denied(r.refusal, r.refusal_scope, remaining)
   return refusal_error(r)
 end
 if #budgets == 0 then
@@ -100,6 +116,7 @@ local expires_at = now + ttl
 for i = 1, #budgets do write_budget(budgets[i], plans[i], now) end
 
 local rid = ARGV[3]
+budget_events(budgets, bscopes, unit, {reservation_id = rid, correlation = rid})
 local bkeys = {}
 for i = 1, #budgets do bkeys[i] = budgets[i].key end
 redis.call("HSET", KEYS[3],
