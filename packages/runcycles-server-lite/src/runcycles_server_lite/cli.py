@@ -241,6 +241,10 @@ def serve(settings: Settings) -> int:
             server_header=False,
             # Forwarded headers are only honoured behind a proxy the operator names.
             proxy_headers=settings.proxy_headers,
+            # uvicorn kills and replaces a worker that misses a 5 s ping; on a loaded machine a
+            # busy worker misses it, and a replacement spawned as SIGTERM arrives was left
+            # running, so the server never exited. A hung worker is still replaced, later.
+            timeout_worker_healthcheck=30,
         )
     except KeyboardInterrupt:
         pass

@@ -97,6 +97,7 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._token = secrets.token_hex(16)
         self._client: httpx.AsyncClient | None = None
+        self._leased = False
 
     def start(self) -> None:
         if self.settings.webhook_interval_s > 0 and self._task is None:
@@ -111,8 +112,16 @@ class Dispatcher:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-        with contextlib.suppress(Exception):
-            await self.store.run("unlock", [self.store.keys.lease("webhooks")], [self._token])
+        # Only a process that took the lease gives it back, and never for long: the admin-only
+        # listener never dispatches, and its store may already be gone when it shuts down (a
+        # call to a stopped Redis would retry for tens of seconds).
+        if self._leased:
+            self._leased = False
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    self.store.run("unlock", [self.store.keys.lease("webhooks")], [self._token]),
+                    timeout=2.0,
+                )
 
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -136,7 +145,8 @@ class Dispatcher:
         held = await self.store.run(
             "lease", [self.store.keys.lease("webhooks")], [self._token, str(lease_ms)]
         )
-        return int(held) == 1
+        self._leased = int(held) == 1
+        return self._leased
 
     async def tick(self) -> bool:
         """One fan-out and delivery pass; False if another process holds the lease."""
