@@ -9,13 +9,12 @@ expiry is idempotent and a hold is returned at most once.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import secrets
 from dataclasses import dataclass
 
 from . import events
+from ._periodic import Periodic
 from .config import Settings
 from .store import Store
 
@@ -43,32 +42,20 @@ class Sweeper:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
-        self._task: asyncio.Task[None] | None = None
         self._lease_key = store.keys.lease("sweeper")
         self._last_trim_ms = 0
+        self._periodic = Periodic("runcycles-expiry-sweeper", settings.sweep_interval_s, self._pass)
 
     def start(self) -> None:
-        if self.settings.sweep_interval_s > 0 and self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="runcycles-expiry-sweeper")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._periodic.stop()
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.sweep_interval_s)
-            try:
-                stats = await self.sweep()
-                if stats.quarantined:
-                    log.warning("sweeper quarantined %d reservations", stats.quarantined)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a failed sweep must never kill the loop
-                log.warning("expiry sweep failed: %s", exc)
+    async def _pass(self) -> None:
+        stats = await self.sweep()
+        if stats.quarantined:
+            log.warning("sweeper quarantined %d reservations", stats.quarantined)
 
     async def sweep(self) -> SweepStats:
         """One pass over every tenant, under the lease; ``ran=False`` if another process

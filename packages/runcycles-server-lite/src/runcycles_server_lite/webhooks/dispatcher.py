@@ -30,6 +30,7 @@ import httpx
 import orjson
 
 from runcycles_server_lite import events
+from runcycles_server_lite._periodic import Periodic
 from runcycles_server_lite.config import Settings
 from runcycles_server_lite.events_api import find_event
 from runcycles_server_lite.store import Store
@@ -94,21 +95,18 @@ class Dispatcher:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(
+            "runcycles-webhook-dispatcher", settings.webhook_interval_s, self.tick
+        )
         self._token = secrets.token_hex(16)
         self._client: httpx.AsyncClient | None = None
         self._leased = False
 
     def start(self) -> None:
-        if self.settings.webhook_interval_s > 0 and self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="runcycles-webhook-dispatcher")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._periodic.stop()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -129,16 +127,6 @@ class Dispatcher:
                 timeout=self.settings.webhook_timeout_s, follow_redirects=False
             )
         return self._client
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.webhook_interval_s)
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a failed tick must never kill the loop
-                log.warning("webhook dispatch failed: %s", exc)
 
     async def _lease(self) -> bool:
         lease_ms = int(max(30.0, self.settings.webhook_timeout_s * 3) * 1000)
