@@ -1,0 +1,1 @@
+"""Runtime budget enforcement for LlamaIndex."""
