@@ -1,5 +1,7 @@
-"""Contract-suite adapter: a LlamaIndex ``FunctionAgent`` on the scripted LLM, wired through
-:class:`CyclesCallbackHandler` (LLM calls) and :func:`cycles_tools` (tool calls)."""
+"""Contract-suite adapters on the scripted LLM, wired through :class:`CyclesCallbackHandler`
+(LLM calls) and :func:`cycles_tools` (tool calls), three ways: a ``FunctionAgent`` run, and
+LlamaIndex's lower-level tool calling (``achat_with_tools`` / ``chat_with_tools`` plus
+``get_tool_calls_from_response``) driven through the async or the sync API."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import ClassVar
 from llama_index.core.agent.workflow import FunctionAgent
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.callbacks import CallbackManager
+from llama_index.core.llms import ChatResponse
 from llama_index.core.tools import FunctionTool
 
 from runcycles_core.integration import CyclesSettings
@@ -26,6 +29,15 @@ NO_STEP_IDENTITY = (
     "has a fresh random event_id, and a workflow step retry (retry_policy) or a re-run is "
     "indistinguishable from a new call, so a re-executed step is charged again"
 )
+WORKFLOW_CANCEL = (
+    "cancelling the caller of an agent run (even with handler.cancel_run()) does not cancel "
+    "the workflow's in-flight step task in llama-index-workflows, so the LLM call it awaits "
+    "ends, and is settled, only when that task ends; the LLM adapters cover cancellation"
+)
+SYNC_CANCEL = (
+    "a sync chat() running on a worker thread cannot be cancelled from outside; "
+    "cancellation is covered by the async adapters"
+)
 TOOL_ERRORS_BECOME_RESULTS = (
     "LlamaIndex agent workflows catch every Exception a tool raises "
     "(BaseWorkflowAgent._call_tool) and hand it to the model as an error ToolOutput, so a "
@@ -34,7 +46,8 @@ TOOL_ERRORS_BECOME_RESULTS = (
 
 
 class AgentHarness(Harness):
-    def __init__(self, settings: CyclesSettings, fake: FakeSpec) -> None:
+    def __init__(self, settings: CyclesSettings, fake: FakeSpec, *, sync: bool = False) -> None:
+        self.sync = sync
         self.handler = CyclesCallbackHandler(settings)
         self.llm = ScriptedLLM.from_spec(fake, callback_manager=CallbackManager([self.handler]))
         self._tool_runs = 0
@@ -76,6 +89,8 @@ class AgentHarness(Harness):
         return str(result)
 
     async def stream(self, *, stop_after: int | None = None) -> int:
+        if self.sync:
+            return await asyncio.to_thread(self._stream_sync, stop_after)
         stream = await self.llm.astream_chat([ChatMessage(role=MessageRole.USER, content=PROMPT)])
         seen = 0
         try:
@@ -87,8 +102,70 @@ class AgentHarness(Harness):
             await stream.aclose()  # type: ignore[attr-defined]
         return seen
 
+    def _stream_sync(self, stop_after: int | None) -> int:
+        stream = self.llm.stream_chat([ChatMessage(role=MessageRole.USER, content=PROMPT)])
+        seen = 0
+        try:
+            for chunk in stream:
+                seen += bool(chunk.delta)
+                if stop_after is not None and seen >= stop_after:
+                    break
+        finally:
+            stream.close()  # type: ignore[attr-defined]
+        return seen
+
     async def retry_same_identity(self) -> None:
         raise AssertionError("declared unsupported")
+
+
+class ToolLoopHarness(AgentHarness):
+    """The model called with the tools, the tool it picks called, the model called again."""
+
+    async def run(
+        self,
+        *,
+        subject: Mapping[str, str] | None = None,
+        dimensions: Mapping[str, str] | None = None,
+    ) -> str:
+        with cycles_run(subject=subject, dimensions=dimensions):
+            if self.sync:
+                return await asyncio.to_thread(self._loop_sync)
+            return await self._loop()
+
+    def _reply(self, response: ChatResponse) -> tuple[list[ChatMessage], str]:
+        return [response.message], str(response.message.content or "")
+
+    async def _loop(self) -> str:
+        history = [ChatMessage(role=MessageRole.USER, content=PROMPT)]
+        while True:
+            response = await self.llm.achat_with_tools(list(self.tools), chat_history=history)
+            calls = self.llm.get_tool_calls_from_response(response, error_on_no_tool_call=False)
+            if not calls:
+                return str(response.message.content or "")
+            history.append(response.message)
+            for call in calls:
+                tool = next(t for t in self.tools if t.metadata.get_name() == call.tool_name)
+                output = await tool.acall(**call.tool_kwargs)
+                history.append(_tool_message(call.tool_id, str(output)))
+
+    def _loop_sync(self) -> str:
+        history = [ChatMessage(role=MessageRole.USER, content=PROMPT)]
+        while True:
+            response = self.llm.chat_with_tools(list(self.tools), chat_history=history)
+            calls = self.llm.get_tool_calls_from_response(response, error_on_no_tool_call=False)
+            if not calls:
+                return str(response.message.content or "")
+            history.append(response.message)
+            for call in calls:
+                tool = next(t for t in self.tools if t.metadata.get_name() == call.tool_name)
+                output = tool.call(**call.tool_kwargs)
+                history.append(_tool_message(call.tool_id, str(output)))
+
+
+def _tool_message(call_id: str, content: str) -> ChatMessage:
+    return ChatMessage(
+        role=MessageRole.TOOL, content=content, additional_kwargs={"tool_call_id": call_id}
+    )
 
     async def aclose(self) -> None:
         self.llm.unblock()
@@ -99,7 +176,27 @@ class AgentAdapter(PluginAdapter):
     unsupported: ClassVar[Mapping[str, str]] = {
         "retry_same_identity": NO_STEP_IDENTITY,
         "tool_denial": TOOL_ERRORS_BECOME_RESULTS,
+        "cancellation": WORKFLOW_CANCEL,
     }
 
     def build(self, settings: CyclesSettings, fake: FakeSpec) -> Harness:
         return AgentHarness(settings, fake)
+
+
+class LLMAsyncAdapter(PluginAdapter):
+    denial_error = BudgetExceededError
+    unsupported: ClassVar[Mapping[str, str]] = {"retry_same_identity": NO_STEP_IDENTITY}
+
+    def build(self, settings: CyclesSettings, fake: FakeSpec) -> Harness:
+        return ToolLoopHarness(settings, fake)
+
+
+class LLMSyncAdapter(PluginAdapter):
+    denial_error = BudgetExceededError
+    unsupported: ClassVar[Mapping[str, str]] = {
+        "retry_same_identity": NO_STEP_IDENTITY,
+        "cancellation": SYNC_CANCEL,
+    }
+
+    def build(self, settings: CyclesSettings, fake: FakeSpec) -> Harness:
+        return ToolLoopHarness(settings, fake, sync=True)
