@@ -121,6 +121,8 @@ ENVS: dict[str, list[str]] = {
         MYPY,
         *_editable(f"{CORE}[test]", f"{SERVER}[test]", TESTING, f"{LLAMAINDEX}[test]"),
         f"{_LI['FRAMEWORK']}=={_LI['OLDEST']}",
+        # The oldest agent-workflow engine that floor allows (its runs deliver our denial).
+        "llama-index-workflows==2.0.0",
     ],
     "llamaindex-latest": [
         MYPY,

@@ -17,7 +17,12 @@ from llama_index.core.llms import ChatResponse
 from llama_index.core.tools import FunctionTool
 
 from runcycles_core.integration import CyclesSettings
-from runcycles_llamaindex import BudgetExceededError, CyclesCallbackHandler, cycles_run, cycles_tools
+from runcycles_llamaindex import (
+    BudgetExceededError,
+    CyclesCallbackHandler,
+    cycles_run,
+    cycles_tools,
+)
 from runcycles_testing import FakeSpec, Harness, PluginAdapter
 
 from .fakes import ScriptedLLM
@@ -99,7 +104,7 @@ class AgentHarness(Harness):
                 if stop_after is not None and seen >= stop_after:
                     break
         finally:
-            await stream.aclose()  # type: ignore[attr-defined]
+            await stream.aclose()
         return seen
 
     def _stream_sync(self, stop_after: int | None) -> int:
@@ -111,11 +116,14 @@ class AgentHarness(Harness):
                 if stop_after is not None and seen >= stop_after:
                     break
         finally:
-            stream.close()  # type: ignore[attr-defined]
+            stream.close()
         return seen
 
     async def retry_same_identity(self) -> None:
         raise AssertionError("declared unsupported")
+
+    async def aclose(self) -> None:
+        self.llm.unblock()
 
 
 class ToolLoopHarness(AgentHarness):
@@ -166,9 +174,6 @@ def _tool_message(call_id: str, content: str) -> ChatMessage:
     return ChatMessage(
         role=MessageRole.TOOL, content=content, additional_kwargs={"tool_call_id": call_id}
     )
-
-    async def aclose(self) -> None:
-        self.llm.unblock()
 
 
 class AgentAdapter(PluginAdapter):

@@ -28,7 +28,7 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.tools import BaseTool
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
 from runcycles_core.pricing import Usage
 from runcycles_testing import FakeSpec, ProviderError
@@ -53,8 +53,8 @@ class ScriptedLLM(FunctionCallingLLM):
     tool: str | None = None
     stream_chunks: int = 4
     report_usage: bool = True
-    usage_report: dict[str, Any] = {}
-    seen_kwargs: list[dict[str, Any]] = []
+    usage_report: dict[str, Any] = Field(default_factory=dict)
+    seen_kwargs: list[dict[str, Any]] = Field(default_factory=list)
     _calls: int = PrivateAttr(default=0)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _release: threading.Event = PrivateAttr(default_factory=threading.Event)
@@ -143,7 +143,7 @@ class ScriptedLLM(FunctionCallingLLM):
             raw=self._raw() if self.report_usage else {"model": self.model},
         )
 
-    # -- chat ---------------------------------------------------------------------------------------
+    # -- chat -------------------------------------------------------------------------------------
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         self._enter(kwargs)

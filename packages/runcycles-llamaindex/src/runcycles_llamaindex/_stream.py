@@ -14,7 +14,6 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.llm import (
@@ -22,6 +21,10 @@ from llama_index.core.instrumentation.events.llm import (
     LLMCompletionInProgressEvent,
 )
 from llama_index.core.instrumentation.span import active_span_id
+
+# llama_index.core.instrumentation re-exports it implicitly (invisible to type checkers); this
+# is the package core itself imports it from.
+from llama_index_instrumentation import get_dispatcher
 
 from ._mapping import response_text
 
