@@ -44,6 +44,8 @@ nox.options.sessions = [
     "langchain(latest)",
     "openai_agents(oldest)",
     "openai_agents(latest)",
+    "llamaindex(oldest)",
+    "llamaindex(latest)",
     "demo_tests",
 ]
 
@@ -58,6 +60,7 @@ SERVER = "packages/runcycles-server-lite"
 TESTING = "packages/runcycles-testing"
 LANGCHAIN = "packages/runcycles-langchain"
 OPENAI_AGENTS = "packages/runcycles-openai-agents"
+LLAMAINDEX = "packages/runcycles-llamaindex"
 DEMO = "packages/runcycles-demo"
 
 MYPY = "mypy>=1.13,<2"
@@ -78,6 +81,7 @@ def _supported(package: str, module: str) -> dict[str, str]:
 
 _LC = _supported(LANGCHAIN, "runcycles_langchain")
 _OA = _supported(OPENAI_AGENTS, "runcycles_openai_agents")
+_LI = _supported(LLAMAINDEX, "runcycles_llamaindex")
 
 
 def _editable(*paths: str) -> list[str]:
@@ -112,6 +116,17 @@ ENVS: dict[str, list[str]] = {
     "openai-agents-latest": [
         MYPY,
         *_editable(f"{CORE}[test]", f"{SERVER}[test]", TESTING, f"{OPENAI_AGENTS}[test]"),
+    ],
+    "llamaindex-oldest": [
+        MYPY,
+        *_editable(f"{CORE}[test]", f"{SERVER}[test]", TESTING, f"{LLAMAINDEX}[test]"),
+        f"{_LI['FRAMEWORK']}=={_LI['OLDEST']}",
+        # The oldest agent-workflow engine that floor allows (its runs deliver our denial).
+        "llama-index-workflows==2.0.0",
+    ],
+    "llamaindex-latest": [
+        MYPY,
+        *_editable(f"{CORE}[test]", f"{SERVER}[test]", TESTING, f"{LLAMAINDEX}[test]"),
     ],
     "demo": [
         MYPY,
@@ -309,6 +324,22 @@ def langchain(session: nox.Session, bound: str) -> None:
         # what users type-check against.
         _mypy(session, f"{LANGCHAIN}/src/runcycles_langchain", f"{LANGCHAIN}/tests", framework=True)
     _pytest(session, f"{LANGCHAIN}/tests")
+
+
+@nox.session
+@nox.parametrize("bound", ["oldest", "latest"], ids=["oldest", "latest"])
+def llamaindex(session: nox.Session, bound: str) -> None:
+    """runcycles-llamaindex on both ends of its supported llama-index-core range (its own
+    venv: llama-index-core brings nltk, numpy and its workflow packages)."""
+    env = f"llamaindex-{bound}"
+    _install(session, env)
+    _mypy(
+        session,
+        f"{LLAMAINDEX}/src/runcycles_llamaindex",
+        f"{LLAMAINDEX}/tests",
+        framework=True,
+    )
+    _pytest(session, f"{LLAMAINDEX}/tests")
 
 
 @nox.session
