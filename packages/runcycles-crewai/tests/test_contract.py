@@ -15,7 +15,7 @@ from runcycles_core.integration import CyclesSettings
 from runcycles_testing import FakeSpec, Harness, PluginAdapter
 from runcycles_testing.contract import ContractSuite
 
-from .fake import Counters, fake_llm
+from .fake import Counters, FakeLLM, fake_llm
 
 
 def counting_tool(name: str, counters: Counters) -> BaseTool:
@@ -32,6 +32,7 @@ class CrewHarness(Harness):
         self.settings = settings
         self.fake = fake
         self.counters = Counters()
+        self.fakes: list[FakeLLM] = []
 
     @property
     def provider_calls(self) -> int:
@@ -42,7 +43,9 @@ class CrewHarness(Harness):
         return self.counters.tool_runs
 
     def crew(self, *, stream: bool = False, retries: int = 0) -> Crew:
-        llm = CyclesLLM(fake_llm(self.fake, self.counters, stream=stream), self.settings)
+        inner = fake_llm(self.fake, self.counters, stream=stream)
+        self.fakes.append(inner)
+        llm = CyclesLLM(inner, self.settings)
         tools = [counting_tool(self.fake.tool, self.counters)] if self.fake.tool else []
         agent = Agent(
             role="r",
@@ -87,6 +90,10 @@ class CrewHarness(Harness):
 
         return await asyncio.to_thread(consume)
 
+    async def aclose(self) -> None:
+        for inner in self.fakes:
+            inner.release_hang()  # a hung call's worker thread ends, released
+
     async def retry_same_identity(self) -> None:
         # The agent's own retry policy re-runs the failed LLM step (max_retry_limit=1).
         crew = self.crew(retries=1)
@@ -118,6 +125,14 @@ def _drain(streaming: Any) -> None:
 
 class CrewAdapter(PluginAdapter):
     denial_error = CrewBudgetExceeded
+    unsupported: ClassVar[Mapping[str, str]] = {
+        "cancellation": (
+            "Crew.akickoff runs each LLM call through the synchronous BaseLLM.call on a worker "
+            "thread, so cancelling the awaiting task never reaches the call: it keeps running "
+            "and CyclesLLM settles it when it returns, after the CancelledError reached the "
+            "caller (test_crew.py checks that settlement)"
+        ),
+    }
 
     def build(self, settings: CyclesSettings, fake: FakeSpec) -> Harness:
         return CrewHarness(settings, fake)
