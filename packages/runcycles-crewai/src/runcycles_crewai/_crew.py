@@ -76,16 +76,19 @@ class _ToolGate:
 
 def _step_recorder(run: CrewRun, chained: Any) -> Any:
     def step_callback(step: Any) -> Any:
+        # CrewAI calls it with the ToolResult and then the AgentAction of a tool step; the
+        # action names the tool and carries its result.
         tool = getattr(step, "tool", None)
-        result = getattr(step, "result", None)
-        run.record(
-            StepRecord(
-                tool=tool if isinstance(tool, str) else None,
-                tool_input=getattr(step, "tool_input", None),
-                result=result if isinstance(result, str) else None,
-                blocked=isinstance(result, str) and "budget denied" in result,
+        if isinstance(tool, str):
+            result = getattr(step, "result", None)
+            run.record(
+                StepRecord(
+                    tool=tool,
+                    tool_input=getattr(step, "tool_input", None),
+                    result=result if isinstance(result, str) else None,
+                    blocked=isinstance(result, str) and "budget denied" in result,
+                )
             )
-        )
         return chained(step) if chained is not None else None
 
     return step_callback
