@@ -80,7 +80,7 @@ class FakeLLM(BaseLLM):
         self._track_token_usage_internal(self._usage())
         return text
 
-    def call(  # type: ignore[override]
+    def call(  # type: ignore[override,unused-ignore]
         self,
         messages: Any,
         tools: Any = None,
@@ -97,7 +97,7 @@ class FakeLLM(BaseLLM):
             raise ProviderError("hung call released")
         return self._run(messages, from_task, from_agent)
 
-    async def acall(  # type: ignore[override]
+    async def acall(  # type: ignore[override,unused-ignore]
         self,
         messages: Any,
         tools: Any = None,

@@ -69,13 +69,13 @@ class CrewHarness(Harness):
         crew = self.crew()
         with cycles_crew(crew, self.settings, subject=subject, dimensions=dimensions):
             out = await crew.akickoff()
-        return str(out.raw)
+        return str(getattr(out, "raw", out))
 
     async def stream(self, *, stop_after: int | None = None) -> int:
         def consume() -> int:
             crew = self.crew(stream=True)
             with cycles_crew(crew, self.settings):
-                streaming = crew.kickoff()
+                streaming: Any = crew.kickoff()
                 chunks = 0
                 for chunk in streaming:
                     if getattr(chunk, "content", None):
@@ -109,7 +109,7 @@ class CrewHarness(Harness):
                 from runcycles_testing import ProviderError
 
                 raise ProviderError("transient")
-            return original(this, messages, from_task, from_agent)
+            return str(original(this, messages, from_task, from_agent))
 
         object.__setattr__(inner, "_run", flaky.__get__(inner))
         with cycles_crew(crew, self.settings):

@@ -71,7 +71,7 @@ class CyclesLLM(BaseLLM):
                 f"cannot tell which model {type(inner).__name__} calls; pass model= "
                 "so its calls can be priced"
             )
-        super().__init__(
+        super().__init__(  # type: ignore[call-arg,unused-ignore]
             model=name,
             inner=inner,
             provider=provider or getattr(inner, "provider", None) or "openai",
@@ -119,7 +119,7 @@ class CyclesLLM(BaseLLM):
             await guard.commit(metadata={"actual_source": "estimate", "usage": "not_reported"})
 
     # -- BaseLLM -------------------------------------------------------------------------------
-    def call(  # type: ignore[override]
+    def call(  # type: ignore[override,unused-ignore]
         self, messages: Any, *args: Any, **kwargs: Any
     ) -> Any:
         """Reserve, call ``inner.call`` with every argument as given, commit or release."""
@@ -133,7 +133,7 @@ class CyclesLLM(BaseLLM):
         self._settle(guard, before)
         return out
 
-    async def acall(  # type: ignore[override]
+    async def acall(  # type: ignore[override,unused-ignore]
         self, messages: Any, *args: Any, **kwargs: Any
     ) -> Any:
         """Async :meth:`call`: ``inner.acall``, and the reservation settled on cancellation."""
@@ -152,7 +152,9 @@ class CyclesLLM(BaseLLM):
         return self.inner.get_token_usage_summary()
 
     def supports_function_calling(self) -> bool:
-        return bool(self.inner.supports_function_calling())
+        # Not declared on BaseLLM by every supported release, though every LLM has it.
+        supports = getattr(self.inner, "supports_function_calling", None)
+        return bool(supports()) if callable(supports) else False
 
     def supports_stop_words(self) -> bool:
         return bool(self.inner.supports_stop_words())
