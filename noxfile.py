@@ -46,6 +46,8 @@ nox.options.sessions = [
     "openai_agents(latest)",
     "llamaindex(oldest)",
     "llamaindex(latest)",
+    "crewai(oldest)",
+    "crewai(latest)",
     "demo_tests",
 ]
 
@@ -61,6 +63,7 @@ TESTING = "packages/runcycles-testing"
 LANGCHAIN = "packages/runcycles-langchain"
 OPENAI_AGENTS = "packages/runcycles-openai-agents"
 LLAMAINDEX = "packages/runcycles-llamaindex"
+CREWAI = "packages/runcycles-crewai"
 DEMO = "packages/runcycles-demo"
 
 MYPY = "mypy>=1.13,<2"
@@ -82,6 +85,7 @@ def _supported(package: str, module: str) -> dict[str, str]:
 _LC = _supported(LANGCHAIN, "runcycles_langchain")
 _OA = _supported(OPENAI_AGENTS, "runcycles_openai_agents")
 _LI = _supported(LLAMAINDEX, "runcycles_llamaindex")
+_CR = _supported(CREWAI, "runcycles_crewai")
 
 
 def _editable(*paths: str) -> list[str]:
@@ -127,6 +131,16 @@ ENVS: dict[str, list[str]] = {
     "llamaindex-latest": [
         MYPY,
         *_editable(f"{CORE}[test]", f"{SERVER}[test]", TESTING, f"{LLAMAINDEX}[test]"),
+    ],
+    # crewai needs openai < 3 and openai-agents openai >= 3: they can never share a venv.
+    "crewai-oldest": [
+        MYPY,
+        *_editable(f"{CORE}[test]", f"{SERVER}[test]", TESTING, f"{CREWAI}[test]"),
+        f"{_CR['FRAMEWORK']}=={_CR['OLDEST']}",
+    ],
+    "crewai-latest": [
+        MYPY,
+        *_editable(f"{CORE}[test]", f"{SERVER}[test]", TESTING, f"{CREWAI}[test]"),
     ],
     "demo": [
         MYPY,
@@ -311,6 +325,25 @@ def openai_agents(session: nox.Session, bound: str) -> None:
         framework=True,
     )
     _pytest(session, f"{OPENAI_AGENTS}/tests")
+
+
+@nox.session
+@nox.parametrize("bound", ["oldest", "latest"], ids=["oldest", "latest"])
+def crewai(session: nox.Session, bound: str) -> None:
+    """runcycles-crewai on both ends of its supported crewai range (its own venv: crewai needs
+    openai < 3, which openai-agents cannot share). CrewAI's telemetry and tracing stay off."""
+    env = f"crewai-{bound}"
+    _install(session, env)
+    session.env.update(
+        CREWAI_DISABLE_TELEMETRY="true",
+        CREWAI_DISABLE_TRACKING="true",
+        CREWAI_TRACING_ENABLED="false",
+        OTEL_SDK_DISABLED="true",
+        # crewai writes its storage under the user's data dir: keep it inside the venv.
+        CREWAI_STORAGE_DIR=f"{session.virtualenv.location}/crewai-storage",
+    )
+    _mypy(session, f"{CREWAI}/src/runcycles_crewai", f"{CREWAI}/tests", framework=True)
+    _pytest(session, f"{CREWAI}/tests")
 
 
 @nox.session
