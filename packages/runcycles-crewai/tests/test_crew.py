@@ -92,9 +92,10 @@ def test_step_gate_stops_the_next_task_with_no_provider_call(bench: Bench) -> No
         tools=[counting_tool("lookup", counters)],
         tasks=2,
     )
-    with pytest.raises(CrewBudgetExceeded), cycles_crew(
-        crew, bench.settings(tool_budgets={"lookup": 10**15})
-    ) as run:
+    with (
+        pytest.raises(CrewBudgetExceeded),
+        cycles_crew(crew, bench.settings(tool_budgets={"lookup": 10**15})) as run,
+    ):
         crew.kickoff()
     assert (counters.provider_calls, counters.tool_runs) == (1, 0)
     assert [r.status for r in bench.reservations()] == [ReservationStatus.COMMITTED]
