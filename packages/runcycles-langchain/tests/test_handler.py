@@ -7,8 +7,8 @@ from langchain_core.language_models.fake import FakeListLLM
 from langchain_core.messages import AIMessage
 
 from runcycles_core import BudgetExceededError as CoreBudgetExceededError
-from runcycles_core.integration import CyclesSettings
 from runcycles_core.models import ReservationStatus
+from runcycles_core.plugin import CyclesSettings
 from runcycles_core.pricing import Usage
 from runcycles_langchain import BudgetExceededError, CyclesCallbackHandler
 from runcycles_langchain._mapping import message_usage, model_name, pricing_provider

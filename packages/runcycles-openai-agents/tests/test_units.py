@@ -18,8 +18,8 @@ from runcycles_openai_agents._settings import resolve_settings
 from runcycles_openai_agents._supported import BELOW, OLDEST, REQUIREMENT
 
 import runcycles_core as rc
-from runcycles_core.integration import CyclesSettings
 from runcycles_core.lifecycle import stats
+from runcycles_core.plugin import CyclesSettings
 from runcycles_core.pricing import Usage
 
 from .conftest import MODEL, Tenant

@@ -1,4 +1,4 @@
-"""A reference plugin written straight on :mod:`runcycles_core.integration` with no framework:
+"""A reference plugin written straight on :mod:`runcycles_core.plugin` with no framework:
 the smallest thing that honours the contract, so the suite itself is tested."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Mapping
 
 from runcycles_core.errors import BudgetExceededError
-from runcycles_core.integration import (
+from runcycles_core.plugin import (
     CyclesSettings,
     ModelCall,
     acommit_usage,

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import pytest
 import pytest_asyncio
 
-from runcycles_core.integration import CyclesSettings, ModelCall
+from runcycles_core.plugin import CyclesSettings, ModelCall
 from runcycles_testing import Bench, ContractSuite, FakeSpec, Harness, PluginAdapter
 
 from .reference import ReferenceAdapter, ReferenceHarness
@@ -24,7 +24,7 @@ class NoReleaseHarness(ReferenceHarness):
     """Leaves the hold in place when the provider fails (a leak until the TTL)."""
 
     async def _call(self, call: ModelCall) -> None:
-        from runcycles_core.integration import acommit_usage, amodel_guard
+        from runcycles_core.plugin import acommit_usage, amodel_guard
 
         guard = await amodel_guard(self.settings, call).reserve()
         await self._provider()

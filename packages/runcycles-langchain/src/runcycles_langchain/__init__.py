@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from runcycles_core.integration import CyclesSettings
+from runcycles_core.plugin import CyclesSettings
 
 from ._errors import BudgetExceededError
 from ._handler import CyclesCallbackHandler

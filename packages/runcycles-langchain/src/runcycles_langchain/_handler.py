@@ -15,14 +15,14 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
-from runcycles_core.integration import (
+from runcycles_core.lifecycle import Guard
+from runcycles_core.plugin import (
     CyclesSettings,
     ModelCall,
     commit_usage,
     reserve_model_step,
     reserve_tool_step,
 )
-from runcycles_core.lifecycle import Guard
 from runcycles_core.pricing import Usage
 
 from ._mapping import (

@@ -13,7 +13,7 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
-from runcycles_core.integration import LEVELS, CyclesSettings
+from runcycles_core.plugin import LEVELS, CyclesSettings
 from runcycles_core.pricing import Usage
 
 from ._errors import BudgetExceededError
@@ -206,7 +206,7 @@ class StepKeys:
     (reset when the task's next attempt starts). Outside LangGraph the key is the run's own
     ``run_id`` (stable if the caller passes ``run_id`` in the config).
 
-    The plugin reserves with :func:`runcycles_core.integration.reserve_model_step`, which turns
+    The plugin reserves with :func:`runcycles_core.plugin.reserve_model_step`, which turns
     a repeated key into "already paid" (the earlier attempt committed) or a fresh reservation
     (the earlier attempt released or expired).
     """

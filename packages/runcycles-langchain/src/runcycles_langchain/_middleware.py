@@ -9,7 +9,8 @@ from typing import Any
 from langchain.agents.middleware import AgentMiddleware
 from langchain_core.messages import BaseMessage
 
-from runcycles_core.integration import (
+from runcycles_core.lifecycle import AsyncGuard, Guard
+from runcycles_core.plugin import (
     CyclesSettings,
     ModelCall,
     acommit_usage,
@@ -19,7 +20,6 @@ from runcycles_core.integration import (
     reserve_model_step,
     reserve_tool_step,
 )
-from runcycles_core.lifecycle import AsyncGuard, Guard
 from runcycles_core.pricing import Usage
 
 from ._handler import _as_dicts

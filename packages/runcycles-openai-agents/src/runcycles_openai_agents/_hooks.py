@@ -33,14 +33,14 @@ from agents.stream_events import StreamEvent
 from agents.tool import Tool
 
 from runcycles_core import BudgetExceededError as CoreBudgetExceededError
-from runcycles_core.integration import (
+from runcycles_core.lifecycle import AsyncGuard, GuardState
+from runcycles_core.plugin import (
     CyclesSettings,
     ModelCall,
     acommit_usage,
     areserve_model_step,
     areserve_tool_step,
 )
-from runcycles_core.lifecycle import AsyncGuard, GuardState
 
 from ._model import (
     CyclesModel,
@@ -65,7 +65,7 @@ class CyclesRunHooks(RunHooks[Any]):
     """Run hooks that reserve before each model and budgeted tool call and commit after.
 
     Args:
-        settings: a :class:`~runcycles_core.integration.CyclesSettings`, or its fields as
+        settings: a :class:`~runcycles_core.plugin.CyclesSettings`, or its fields as
             keywords. ``tool_budgets={"search": 50_000, "*": 1_000}`` gates tools.
         model_name: the model to price by when it cannot be read from the agent (e.g. a
             ``RunConfig(model=...)`` override, which hooks cannot see).

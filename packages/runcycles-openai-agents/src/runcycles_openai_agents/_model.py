@@ -28,13 +28,13 @@ from agents.tool import Tool
 from openai.types.responses.response_prompt_param import ResponsePromptParam
 
 from runcycles_core import BudgetExceededError as CoreBudgetExceededError
-from runcycles_core.integration import (
+from runcycles_core.lifecycle import AsyncGuard, GuardState
+from runcycles_core.plugin import (
     CyclesSettings,
     ModelCall,
     acommit_usage,
     areserve_model_step,
 )
-from runcycles_core.lifecycle import AsyncGuard, GuardState
 from runcycles_core.pricing import Usage
 
 from ._scope import RunScope, current_scope
@@ -95,7 +95,7 @@ class CyclesModel(Model):
 
     Args:
         inner: any ``agents`` Model (``OpenAIResponsesModel``, ``LitellmModel``, a test model…).
-        settings: a :class:`~runcycles_core.integration.CyclesSettings`; or pass its fields as
+        settings: a :class:`~runcycles_core.plugin.CyclesSettings`; or pass its fields as
             keywords (``client=``, ``tenant=`` … ``toolset=``, ``estimate=``, ``shadow=``,
             ``outage_policy=``…).
         model_name: the name to price calls by; needed when ``inner`` does not expose one.

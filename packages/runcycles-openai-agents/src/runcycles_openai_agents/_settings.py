@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from runcycles_core.integration import CyclesSettings
+from runcycles_core.plugin import CyclesSettings
 
 from ._errors import BudgetExceededError
 

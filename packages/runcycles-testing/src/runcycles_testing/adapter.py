@@ -13,7 +13,7 @@ A plugin's tests implement two small classes and inherit the suite::
 
 :class:`FakeSpec` says what the framework's own fake model does on every provider call;
 :class:`Harness` is one agent (or model) built on it and wired through the plugin with the
-given :class:`~runcycles_core.integration.CyclesSettings`. Everything is ``async`` so that
+given :class:`~runcycles_core.plugin.CyclesSettings`. Everything is ``async`` so that
 async-only frameworks fit; a sync entry point is exercised by running it in a worker thread
 (``asyncio.to_thread``), which also gives real parallelism for the concurrency scenario.
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from runcycles_core.errors import BudgetExceededError
-from runcycles_core.integration import CyclesSettings
+from runcycles_core.plugin import CyclesSettings
 from runcycles_core.pricing import Usage
 
 __all__ = [

@@ -22,8 +22,8 @@ import pytest
 import pytest_asyncio
 
 from runcycles_core.errors import BudgetExceededError, CyclesUnavailableError
-from runcycles_core.integration import CyclesSettings
 from runcycles_core.models import ReservationStatus, ReservationSummary
+from runcycles_core.plugin import CyclesSettings
 from runcycles_core.pricing import UnknownModelError, price
 
 from .adapter import SCENARIOS, FakeSpec, Harness, PluginAdapter, ProviderError
