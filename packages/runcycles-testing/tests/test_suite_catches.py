@@ -67,6 +67,50 @@ class IgnoresRunSubjectHarness(ReferenceHarness):
         return await super().run()
 
 
+class EstimateOnStopHarness(ReferenceHarness):
+    """Charges the whole estimate for a stream the consumer stopped (a plugin's own rule)."""
+
+    async def stream(self, *, stop_after: int | None = None) -> int:
+        from runcycles_core.plugin import amodel_guard
+
+        guard = await amodel_guard(self.settings, self._model_call()).reserve()
+        await self._provider()
+        guard.mark_ran()
+        await guard.release("consumer stopped early")  # ran: commits the estimate
+        return stop_after or self.fake.stream_chunks
+
+
+class EstimateWithoutUsageHarness(ReferenceHarness):
+    """Commits the estimate when the provider reports no usage, instead of counting."""
+
+    async def _call(self, call: ModelCall) -> None:
+        from runcycles_core.plugin import amodel_guard
+
+        guard = await amodel_guard(self.settings, call).reserve()
+        await self._provider()
+        if self.fake.report_usage:
+            from runcycles_core.plugin import acommit_usage
+
+            await acommit_usage(guard, self.settings, call.model, self.fake.usage)
+        else:
+            await guard.commit(metadata={"actual_source": "estimate"})
+
+
+class ReleaseOnCancelHarness(ReferenceHarness):
+    """Gives the hold back when the call is cancelled (the provider already bills the prompt)."""
+
+    async def _call(self, call: ModelCall) -> None:
+        from runcycles_core.plugin import amodel_guard
+
+        guard = await amodel_guard(self.settings, call).reserve()
+        try:
+            await self._provider()
+        except BaseException:
+            await guard.release("cancelled")
+            raise
+        await guard.commit()
+
+
 def adapter_for(harness: type[ReferenceHarness]) -> PluginAdapter:
     class Broken(ReferenceAdapter):
         def build(self, settings: CyclesSettings, fake: FakeSpec) -> Harness:
@@ -110,6 +154,9 @@ def suite(adapter: PluginAdapter) -> ContractSuite:
         (CoreDenialHarness, "test_deny_before_provider"),
         (FreshKeyHarness, "test_retry_same_identity"),
         (IgnoresRunSubjectHarness, "test_subject_mapping"),
+        (EstimateOnStopHarness, "test_stream_early_stop"),
+        (EstimateWithoutUsageHarness, "test_settle_no_usage"),
+        (ReleaseOnCancelHarness, "test_cancellation"),
     ],
 )
 async def test_broken_plugin_fails_its_scenario(
