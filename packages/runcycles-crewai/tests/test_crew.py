@@ -69,7 +69,7 @@ def test_commit_is_the_inner_usage_delta_and_usage_metrics_forwarded(bench: Benc
     assert metrics.successful_requests == 2
 
 
-def test_no_usage_reported_commits_the_estimate(bench: Bench) -> None:
+def test_no_usage_reported_commits_the_counted_call(bench: Bench) -> None:
     bench.fund()
     counters = Counters()
     inner = fake_llm(SPEC, counters)
@@ -78,8 +78,12 @@ def test_no_usage_reported_commits_the_estimate(bench: Bench) -> None:
     crew.kickoff()
     (row,) = bench.reservations()
     assert row.status is ReservationStatus.COMMITTED
-    assert row.committed is not None and row.committed.amount == 5_000
-    assert bench.spent() == 5_000
+    # The kit's rule: prompt and answer counted offline, never the flat estimate.
+    meta = bench.reader.get_reservation(row.reservation_id).committed_metadata or {}
+    assert meta.get("actual_source") == "counted", meta
+    assert meta.get("outcome") == "no_usage", meta
+    assert row.committed is not None and 0 < row.committed.amount
+    assert bench.spent() == row.committed.amount
 
 
 def test_step_gate_stops_the_next_task_with_no_provider_call(bench: Bench) -> None:
@@ -136,6 +140,7 @@ def test_to_usage_caps_inconsistent_counts() -> None:
         cached_prompt_tokens, cache_creation_tokens, reasoning_tokens = 12, 3, 9
 
     u = to_usage(M())
+    assert u is not None
     assert (u.input_tokens, u.cache_read_tokens, u.cache_write_tokens) == (10, 10, 0)
     assert (u.output_tokens, u.reasoning_tokens) == (5, 5)
 
