@@ -125,6 +125,7 @@ def _drain(streaming: Any) -> None:
 
 class CrewAdapter(PluginAdapter):
     denial_error = CrewBudgetExceeded
+    fake_features: ClassVar[frozenset[str]] = frozenset({"report_usage"})
     unsupported: ClassVar[Mapping[str, str]] = {
         "stream_early_stop": (
             "a CrewAI stream is fed by the event bus while the LLM call runs to completion on "
@@ -136,7 +137,7 @@ class CrewAdapter(PluginAdapter):
             "Crew.akickoff runs each LLM call through the synchronous BaseLLM.call on a worker "
             "thread, so cancelling the awaiting task never reaches the call: it keeps running "
             "and CyclesLLM settles it when it returns, after the CancelledError reached the "
-            "caller (test_crew.py checks that settlement)"
+            "caller (test_crew.py checks it is released then)"
         ),
     }
 

@@ -154,3 +154,26 @@ def test_pyproject_declares_the_supported_range() -> None:
         deps = tomllib.loads(text)["project"]["dependencies"]
         assert SUPPORTED in deps
     assert re.search(r"crewai>=1\.15\.19", SUPPORTED)
+
+
+async def test_cancelled_kickoff_settles_when_the_call_returns(bench: Bench) -> None:
+    import asyncio
+
+    bench.fund()
+    counters = Counters()
+    inner = fake_llm(FakeSpec(model="gpt-4o", usage=DEFAULT_USAGE, hang=True), counters)
+    crew = crew_of(CyclesLLM(inner, bench.settings()))
+    task = asyncio.ensure_future(crew.akickoff())
+    while counters.provider_calls == 0:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    inner.release_hang()  # the worker thread's call now returns (raising)
+    for _ in range(500):
+        rows = bench.reservations()
+        if rows and rows[0].status is not ReservationStatus.ACTIVE:
+            break
+        await asyncio.sleep(0.01)
+    assert [r.status for r in bench.reservations()] == [ReservationStatus.RELEASED]
+    assert bench.spent() == 0

@@ -18,6 +18,7 @@ from pydantic import PrivateAttr
 from runcycles_core.plugin import (
     CyclesSettings,
     ModelCall,
+    Received,
     amodel_guard,
     areserve_uncancellable,
     asettle_model_call,
@@ -34,6 +35,14 @@ __all__ = ["CyclesLLM"]
 
 def _messages(messages: Any) -> list[object]:
     return [messages] if isinstance(messages, str) else list(messages or [])
+
+
+def _received(out: Any) -> Received:
+    # The answer as returned: what the kit counts when the provider reported no usage.
+    received = Received()
+    if out is not None:
+        received.add(out if isinstance(out, str) else str(out))
+    return received
 
 
 class CyclesLLM(BaseLLM):
@@ -116,7 +125,7 @@ class CyclesLLM(BaseLLM):
             settle_model_call(guard, self._settings, call, usage=usage, error=exc)
             raise
         usage = to_usage(self.inner.get_token_usage_summary().delta_since(before))
-        settle_model_call(guard, self._settings, call, usage=usage)
+        settle_model_call(guard, self._settings, call, usage=usage, received=_received(out))
         return out
 
     async def acall(  # type: ignore[override,unused-ignore]
@@ -134,7 +143,7 @@ class CyclesLLM(BaseLLM):
             await asettle_model_call(guard, self._settings, call, usage=usage, error=exc)
             raise
         usage = to_usage(self.inner.get_token_usage_summary().delta_since(before))
-        await asettle_model_call(guard, self._settings, call, usage=usage)
+        await asettle_model_call(guard, self._settings, call, usage=usage, received=_received(out))
         return out
 
     def get_token_usage_summary(self) -> Any:
