@@ -13,7 +13,7 @@ os.environ.setdefault("CREWAI_DISABLE_TRACKING", "true")
 os.environ.setdefault("CREWAI_TRACING_ENABLED", "false")
 os.environ.setdefault("OTEL_SDK_DISABLED", "true")
 
-from crewai.hooks import clear_all_global_hooks  # noqa: E402
+from crewai.hooks import clear_all_global_hooks
 
 pytest_plugins = ("runcycles_testing.fixtures",)
 

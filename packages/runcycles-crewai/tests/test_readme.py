@@ -32,4 +32,3 @@ def test_quickstart_runs_as_written(tmp_path: Path) -> None:
         (acme,) = [b for b in reply.json()["balances"] if b["scope"] == "tenant:acme"]
         assert acme["spent"]["amount"] > 0
         assert acme.get("reserved", {"amount": 0})["amount"] == 0
-
