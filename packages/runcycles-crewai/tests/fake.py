@@ -50,7 +50,8 @@ class FakeLLM(BaseLLM):
             )
             if not answered:
                 return f"Thought: use the tool\nAction: {self.spec.tool}\nAction Input: {{}}"
-        return f"Thought: done\nFinal Answer: {self.spec.text}"
+        # Plain text is a final answer to CrewAI: the provider output is the answer itself.
+        return str(self.spec.text)
 
     def _usage(self) -> dict[str, int]:
         u = self.spec.usage
@@ -71,13 +72,16 @@ class FakeLLM(BaseLLM):
             with llm_call_context():
                 n = max(1, self.spec.stream_chunks)
                 size = -(-len(text) // n)
-                for i in range(0, len(text), size):
+                for sent, i in enumerate(range(0, len(text), size)):
+                    if self.spec.fail_after is not None and sent >= self.spec.fail_after:
+                        raise ProviderError("stream broke after partial output")
                     self._emit_stream_chunk_event(
                         chunk=text[i : i + size], from_task=from_task, from_agent=from_agent
                     )
                     time.sleep(0.01)
-        # Usage arrives with the last chunk, the way providers report it.
-        self._track_token_usage_internal(self._usage())
+        # Usage arrives with the last chunk, the way providers report it (or never).
+        if self.spec.report_usage:
+            self._track_token_usage_internal(self._usage())
         return text
 
     def call(  # type: ignore[override,unused-ignore]

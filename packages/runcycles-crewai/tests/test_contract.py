@@ -11,7 +11,7 @@ from crewai import Agent, Crew, Task
 from crewai.tools import BaseTool
 from runcycles_crewai import CrewBudgetExceeded, CyclesLLM, cycles_crew
 
-from runcycles_core.integration import CyclesSettings
+from runcycles_core.plugin import CyclesSettings
 from runcycles_testing import FakeSpec, Harness, PluginAdapter
 from runcycles_testing.contract import ContractSuite
 
@@ -125,12 +125,19 @@ def _drain(streaming: Any) -> None:
 
 class CrewAdapter(PluginAdapter):
     denial_error = CrewBudgetExceeded
+    fake_features: ClassVar[frozenset[str]] = frozenset({"report_usage"})
     unsupported: ClassVar[Mapping[str, str]] = {
+        "stream_early_stop": (
+            "a CrewAI stream is fed by the event bus while the LLM call runs to completion on "
+            "its own thread; a consumer that stops iterating does not stop the call, so the "
+            "call completes and its reported usage is committed (priced_usage), never a "
+            "stopped-early partial"
+        ),
         "cancellation": (
             "Crew.akickoff runs each LLM call through the synchronous BaseLLM.call on a worker "
             "thread, so cancelling the awaiting task never reaches the call: it keeps running "
             "and CyclesLLM settles it when it returns, after the CancelledError reached the "
-            "caller (test_crew.py checks that settlement)"
+            "caller (test_crew.py checks it is released then)"
         ),
     }
 

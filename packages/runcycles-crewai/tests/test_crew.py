@@ -69,7 +69,7 @@ def test_commit_is_the_inner_usage_delta_and_usage_metrics_forwarded(bench: Benc
     assert metrics.successful_requests == 2
 
 
-def test_no_usage_reported_commits_the_estimate(bench: Bench) -> None:
+def test_no_usage_reported_commits_the_counted_call(bench: Bench) -> None:
     bench.fund()
     counters = Counters()
     inner = fake_llm(SPEC, counters)
@@ -78,8 +78,12 @@ def test_no_usage_reported_commits_the_estimate(bench: Bench) -> None:
     crew.kickoff()
     (row,) = bench.reservations()
     assert row.status is ReservationStatus.COMMITTED
-    assert row.committed is not None and row.committed.amount == 5_000
-    assert bench.spent() == 5_000
+    # The kit's rule: prompt and answer counted offline, never the flat estimate.
+    meta = bench.reader.get_reservation(row.reservation_id).committed_metadata or {}
+    assert meta.get("actual_source") == "counted", meta
+    assert meta.get("outcome") == "no_usage", meta
+    assert row.committed is not None and row.committed.amount > 0
+    assert bench.spent() == row.committed.amount
 
 
 def test_step_gate_stops_the_next_task_with_no_provider_call(bench: Bench) -> None:
@@ -137,6 +141,7 @@ def test_to_usage_caps_inconsistent_counts() -> None:
         cached_prompt_tokens, cache_creation_tokens, reasoning_tokens = 12, 3, 9
 
     u = to_usage(M())
+    assert u is not None
     assert (u.input_tokens, u.cache_read_tokens, u.cache_write_tokens) == (10, 10, 0)
     assert (u.output_tokens, u.reasoning_tokens) == (5, 5)
 
@@ -150,3 +155,28 @@ def test_pyproject_declares_the_supported_range() -> None:
         deps = tomllib.loads(text)["project"]["dependencies"]
         assert SUPPORTED in deps
     assert re.search(r"crewai>=1\.15\.19", SUPPORTED)
+
+
+async def test_cancelled_kickoff_settles_when_the_call_returns(bench: Bench) -> None:
+    import asyncio
+
+    bench.fund()
+    counters = Counters()
+    inner = fake_llm(FakeSpec(model="gpt-4o", usage=DEFAULT_USAGE, hang=True), counters)
+    crew = crew_of(CyclesLLM(inner, bench.settings()))
+    task = asyncio.ensure_future(crew.akickoff())
+    for _ in range(1000):  # until the provider call started (a counter, not an event)
+        if counters.provider_calls:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    inner.release_hang()  # the worker thread's call now returns (raising)
+    for _ in range(500):
+        rows = bench.reservations()
+        if rows and rows[0].status is not ReservationStatus.ACTIVE:
+            break
+        await asyncio.sleep(0.01)
+    assert [r.status for r in bench.reservations()] == [ReservationStatus.RELEASED]
+    assert bench.spent() == 0

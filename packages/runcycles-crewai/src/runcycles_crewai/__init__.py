@@ -11,11 +11,13 @@
 
 from __future__ import annotations
 
-from ._compat import check_supported
+from runcycles_core.plugin import check_supported
+
 from ._crew import cycles_crew
 from ._errors import CrewBudgetExceeded
 from ._llm import CyclesLLM
 from ._scope import CrewRun, StepRecord, current_run, cycles_run
+from ._supported import BELOW, FRAMEWORK, OLDEST
 from ._supported import REQUIREMENT as SUPPORTED
 from ._usage import to_usage
 
@@ -34,4 +36,4 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-check_supported()
+check_supported("runcycles-crewai", FRAMEWORK, OLDEST, BELOW)

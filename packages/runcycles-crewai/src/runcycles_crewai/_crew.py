@@ -24,8 +24,8 @@ from typing import Any
 from crewai.hooks.dispatch import InterceptionPoint, register_scoped, scoped_hooks
 
 from runcycles_core import BudgetExceededError
-from runcycles_core.integration import CyclesSettings, tool_guard
 from runcycles_core.lifecycle import Guard
+from runcycles_core.plugin import CyclesSettings, tool_guard
 
 from ._scope import CrewRun, StepRecord, cycles_run
 from ._settings import resolve_settings

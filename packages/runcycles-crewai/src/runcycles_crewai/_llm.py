@@ -15,25 +15,34 @@ from typing import Any
 from crewai import BaseLLM
 from pydantic import PrivateAttr
 
-from runcycles_core.integration import (
+from runcycles_core.plugin import (
     CyclesSettings,
     ModelCall,
-    acommit_usage,
+    Received,
     amodel_guard,
-    commit_usage,
+    areserve_uncancellable,
+    asettle_model_call,
     model_guard,
+    settle_model_call,
 )
-from runcycles_core.lifecycle import AsyncGuard, Guard
 
 from ._scope import current_run
 from ._settings import resolve_settings
-from ._usage import reported, to_usage
+from ._usage import to_usage
 
 __all__ = ["CyclesLLM"]
 
 
 def _messages(messages: Any) -> list[object]:
     return [messages] if isinstance(messages, str) else list(messages or [])
+
+
+def _received(out: Any) -> Received:
+    # The answer as returned: what the kit counts when the provider reported no usage.
+    received = Received()
+    if out is not None:
+        received.add(out if isinstance(out, str) else str(out))
+    return received
 
 
 class CyclesLLM(BaseLLM):
@@ -43,7 +52,7 @@ class CyclesLLM(BaseLLM):
         inner: any ``crewai.BaseLLM`` (``crewai.LLM(...)``, a native provider, a custom one).
             Give each ``CyclesLLM`` its own inner LLM: the usage delta is read from the inner
             LLM's cumulative counters, which agents calling one instance in parallel would mix.
-        settings: a :class:`~runcycles_core.integration.CyclesSettings`; or pass its fields as
+        settings: a :class:`~runcycles_core.plugin.CyclesSettings`; or pass its fields as
             keywords (``client=``, ``tenant=`` … ``toolset=``, ``estimate=``, ``shadow=``,
             ``outage_policy=``…).
         model / provider: what to price calls by (default: the inner LLM's ``model`` and
@@ -101,50 +110,40 @@ class CyclesLLM(BaseLLM):
             metadata=run.metadata if run else None,
         )
 
-    def _settle(self, guard: Guard, before: Any) -> None:
-        delta = self.inner.get_token_usage_summary().delta_since(before)
-        if reported(delta):
-            commit_usage(guard, self._settings, self.model, to_usage(delta), provider=self.provider)
-        else:
-            # The provider answered but reported no usage: the estimate is what is known.
-            guard.commit(metadata={"actual_source": "estimate", "usage": "not_reported"})
-
-    async def _asettle(self, guard: AsyncGuard, before: Any) -> None:
-        delta = self.inner.get_token_usage_summary().delta_since(before)
-        if reported(delta):
-            await acommit_usage(
-                guard, self._settings, self.model, to_usage(delta), provider=self.provider
-            )
-        else:
-            await guard.commit(metadata={"actual_source": "estimate", "usage": "not_reported"})
-
     # -- BaseLLM -------------------------------------------------------------------------------
     def call(  # type: ignore[override,unused-ignore]
         self, messages: Any, *args: Any, **kwargs: Any
     ) -> Any:
         """Reserve, call ``inner.call`` with every argument as given, commit or release."""
-        guard = model_guard(self._settings, self._call(messages)).reserve()
+        call = self._call(messages)
+        guard = model_guard(self._settings, call).reserve()
         before = self.inner.get_token_usage_summary()
         try:
             out = self.inner.call(messages, *args, **kwargs)
-        except BaseException:
-            guard.release("llm_call_failed")
+        except BaseException as exc:
+            usage = to_usage(self.inner.get_token_usage_summary().delta_since(before))
+            settle_model_call(guard, self._settings, call, usage=usage, error=exc)
             raise
-        self._settle(guard, before)
+        usage = to_usage(self.inner.get_token_usage_summary().delta_since(before))
+        settle_model_call(guard, self._settings, call, usage=usage, received=_received(out))
         return out
 
     async def acall(  # type: ignore[override,unused-ignore]
         self, messages: Any, *args: Any, **kwargs: Any
     ) -> Any:
         """Async :meth:`call`: ``inner.acall``, and the reservation settled on cancellation."""
-        guard = await amodel_guard(self._settings, self._call(messages)).reserve()
+        call = self._call(messages)
+        guard = await areserve_uncancellable(amodel_guard(self._settings, call).reserve())
+        assert guard is not None  # a plain model guard always returns itself
         before = self.inner.get_token_usage_summary()
         try:
             out = await self.inner.acall(messages, *args, **kwargs)
-        except BaseException:
-            await guard.release("llm_call_failed")
+        except BaseException as exc:
+            usage = to_usage(self.inner.get_token_usage_summary().delta_since(before))
+            await asettle_model_call(guard, self._settings, call, usage=usage, error=exc)
             raise
-        await self._asettle(guard, before)
+        usage = to_usage(self.inner.get_token_usage_summary().delta_since(before))
+        await asettle_model_call(guard, self._settings, call, usage=usage, received=_received(out))
         return out
 
     def get_token_usage_summary(self) -> Any:
