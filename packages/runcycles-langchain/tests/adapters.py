@@ -16,7 +16,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import StructuredTool
 from langgraph.checkpoint.memory import InMemorySaver
 
-from runcycles_core.integration import CyclesSettings
+from runcycles_core.plugin import CyclesSettings
 from runcycles_langchain import BudgetExceededError, CyclesCallbackHandler, CyclesMiddleware
 from runcycles_testing import FakeSpec, Harness, PluginAdapter
 

@@ -7,9 +7,9 @@ from langchain_core.language_models.fake import FakeListLLM
 from langchain_core.messages import AIMessage
 
 from runcycles_core import BudgetExceededError as CoreBudgetExceededError
-from runcycles_core.integration import CyclesSettings
 from runcycles_core.models import ReservationStatus
-from runcycles_core.pricing import Usage
+from runcycles_core.plugin import CyclesSettings
+from runcycles_core.pricing import Usage, default_pricing
 from runcycles_langchain import BudgetExceededError, CyclesCallbackHandler
 from runcycles_langchain._mapping import message_usage, model_name, pricing_provider
 from runcycles_testing import DEFAULT_USAGE, Bench, FakeSpec
@@ -41,15 +41,18 @@ async def test_denial_under_ainvoke_and_on_a_model_attached_handler(bench: Bench
     assert m.calls == 0
 
 
-def test_legacy_llm_without_usage_commits_the_estimate(bench: Bench) -> None:
+def test_legacy_llm_without_usage_commits_the_offline_count(bench: Bench) -> None:
     bench.fund()
     llm = FakeListLLM(responses=["42"])
     handler = CyclesCallbackHandler(bench.settings(estimate=3_000))
     assert llm.invoke("six times seven?", {"callbacks": [handler]}) == "42"
     (row,) = bench.reservations()
     assert row.status is ReservationStatus.COMMITTED
-    assert row.committed is not None and row.committed.amount == 3_000
     meta = bench.reader.get_reservation(row.reservation_id).committed_metadata or {}
+    # The kit's rule (a): the prompt and the answer, counted offline. FakeListLLM's model is
+    # not priced, so the counted usage cannot be priced and the estimate stands in.
+    assert meta.get("outcome") == "no_usage"
+    assert row.committed is not None and row.committed.amount == 3_000
     assert meta.get("actual_source") == "estimate"
 
 
@@ -123,8 +126,10 @@ def test_early_stop_commits_partial_usage_not_the_estimate(bench: Bench) -> None
     # Prompt tokens plus the streamed tokens: a small fraction of the max-output estimate.
     assert 0 < row.committed.amount < row.reserved.amount // 100
     meta = bench.reader.get_reservation(row.reservation_id).committed_metadata or {}
-    assert meta.get("partial") == "GeneratorExit"
-    assert meta.get("actual_source") == "priced_usage"
+    assert meta.get("outcome") == "stopped"
+    assert meta.get("actual_source") == "counted"
+    # One chunk of "x" * 8 was received before the consumer stopped.
+    assert meta.get("counted_output_tokens") == max(1, default_pricing().token_counter("x" * 8))
 
 
 def test_result_usage_sums_generations_and_falls_back_to_llm_output() -> None:

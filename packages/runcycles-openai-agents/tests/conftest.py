@@ -15,7 +15,7 @@ import pytest
 os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")
 
 import runcycles_core as rc
-from runcycles_core.integration import CyclesSettings
+from runcycles_core.plugin import CyclesSettings
 
 MODEL = "gpt-4o-mini"
 

@@ -24,7 +24,7 @@ from runcycles_openai_agents import (
     cycles_run,
 )
 
-from runcycles_core.integration import CyclesSettings
+from runcycles_core.plugin import CyclesSettings
 from runcycles_testing import ContractSuite, FakeSpec, Harness, PluginAdapter
 
 from .scripted import FakeProvider, retry_once

@@ -14,12 +14,21 @@ from agents.usage import Usage as AgentsUsage
 from openai.types.responses import ResponseTextDeltaEvent
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 from runcycles_openai_agents import BudgetExceededError, CyclesModel, cycles_run
-from runcycles_openai_agents._usage import counted_usage, request_messages
+from runcycles_openai_agents._usage import request_messages
 
 import runcycles_core as rc
-from runcycles_core.pricing import Usage, default_pricing, price
+from runcycles_core.plugin import CyclesSettings, ModelCall, Received, counted_usage
+from runcycles_core.pricing import Usage, price
 
 from .conftest import MODEL, Tenant
+
+
+def counted(messages: list[Any], deltas: list[str]) -> Usage:
+    """What the kit's rule charges for a call that reported no usage: prompt + received."""
+    received = Received()
+    for d in deltas:
+        received.add(d)
+    return counted_usage(CyclesSettings(), ModelCall(model=MODEL, messages=messages), received)
 
 
 def sdk_usage(
@@ -135,13 +144,12 @@ async def test_stream_stopped_early_commits_the_partial_usage(tenant: Tenant) ->
             if seen == len(DELTAS):
                 result.cancel()
     await eventually(lambda: tenant.reserved() == 0)
-    pricing = default_pricing()
-    expected = counted_usage(pricing, request_messages(None, inner.calls[0].input), DELTAS)
+    expected = counted(request_messages(None, inner.calls[0].input), DELTAS)
     assert expected.output_tokens > 0
     assert tenant.spent() == price(MODEL, expected).amount
 
 
-async def test_cancelled_call_returns_the_hold(tenant: Tenant) -> None:
+async def test_cancelled_call_pays_its_prompt(tenant: Tenant) -> None:
     started = asyncio.Event()
 
     async def hang(call: Any) -> Any:
@@ -158,7 +166,10 @@ async def test_cancelled_call_returns_the_hold(tenant: Tenant) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert tenant.reserved() == 0
-    assert tenant.spent() == 0
+    # The request reached the provider, which bills the prompt: the kit's rule (c).
+    expected = counted(request_messages(None, inner.calls[0].input), [])
+    assert expected.input_tokens > 0 and expected.output_tokens == 0
+    assert tenant.spent() == price(MODEL, expected).amount
 
 
 async def test_sdk_retry_pays_once_with_distinct_attempt_keys(tenant: Tenant) -> None:
@@ -227,8 +238,6 @@ async def test_a_stream_without_usage_commits_the_offline_count(tenant: Tenant) 
     result = Runner.run_streamed(agent, "hello")
     async for _ in result.stream_events():
         pass
-    expected = counted_usage(
-        default_pricing(), request_messages(None, inner.calls[0].input), ["forty-two"]
-    )
+    expected = counted(request_messages(None, inner.calls[0].input), ["forty-two"])
     assert tenant.spent() == price(MODEL, expected).amount > 0
     assert tenant.reserved() == 0

@@ -13,13 +13,12 @@ from agents.testing import ScriptedModel
 from openai.types.responses import ResponseUsage
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 from runcycles_openai_agents import BudgetExceededError, CyclesModel, RunScope, to_usage
-from runcycles_openai_agents._compat import in_range
-from runcycles_openai_agents._settings import resolve_settings
 from runcycles_openai_agents._supported import BELOW, OLDEST, REQUIREMENT
 
 import runcycles_core as rc
-from runcycles_core.integration import CyclesSettings
 from runcycles_core.lifecycle import stats
+from runcycles_core.plugin import CyclesSettings, in_range
+from runcycles_core.plugin import resolve_settings as kit_resolve
 from runcycles_core.pricing import Usage
 
 from .conftest import MODEL, Tenant
@@ -47,8 +46,12 @@ def test_public_surface() -> None:
 def test_pyproject_declares_the_supported_range() -> None:
     pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text("utf-8")
     assert f'"{REQUIREMENT}"' in pyproject
-    assert in_range(OLDEST) and not in_range(BELOW) and not in_range("0.20.9")
-    assert in_range("0.24.0") and in_range("0.24.1rc1")
+
+    def ok(v: str) -> bool:
+        return in_range(v, OLDEST, BELOW)
+
+    assert ok(OLDEST) and not ok(BELOW) and not ok("0.20.9")
+    assert ok("0.24.0") and ok("0.24.1rc1")
 
 
 def test_sdk_usage_maps_to_core_usage() -> None:
@@ -102,6 +105,10 @@ def test_run_scope_keys() -> None:
 
 def test_settings_resolution() -> None:
     given = CyclesSettings(tenant="acme")
+
+    def resolve_settings(s: CyclesSettings | None, f: dict[str, str]) -> CyclesSettings:
+        return kit_resolve(s, f, denial_error=BudgetExceededError)
+
     resolved = resolve_settings(given, {})
     assert resolved.denial_error is BudgetExceededError
     assert given.denial_error is None  # the caller's object is left as given

@@ -1,4 +1,4 @@
-"""A reference plugin written straight on :mod:`runcycles_core.integration` with no framework:
+"""A reference plugin written straight on :mod:`runcycles_core.plugin` with no framework:
 the smallest thing that honours the contract, so the suite itself is tested."""
 
 from __future__ import annotations
@@ -8,13 +8,15 @@ import dataclasses
 import threading
 import uuid
 from collections.abc import Mapping
+from typing import ClassVar
 
 from runcycles_core.errors import BudgetExceededError
-from runcycles_core.integration import (
+from runcycles_core.plugin import (
     CyclesSettings,
     ModelCall,
-    acommit_usage,
+    Received,
     amodel_guard,
+    asettle_model_call,
     atool_guard,
 )
 from runcycles_testing import FakeSpec, Harness, PluginAdapter, ProviderError
@@ -69,9 +71,12 @@ class ReferenceHarness(Harness):
         try:
             await self._provider()
         except BaseException as exc:
-            await guard.finish(exc)
+            await asettle_model_call(guard, self.settings, call, error=exc)
             raise
-        await acommit_usage(guard, self.settings, call.model, self.fake.usage, provider="openai")
+        received = Received()
+        received.add(self.fake.text)
+        usage = self.fake.usage if self.fake.report_usage else None
+        await asettle_model_call(guard, self.settings, call, received=received, usage=usage)
 
     async def run(
         self,
@@ -92,22 +97,28 @@ class ReferenceHarness(Harness):
         return self.fake.text
 
     async def stream(self, *, stop_after: int | None = None) -> int:
-        guard = await amodel_guard(self.settings, self._model_call()).reserve()
+        call = self._model_call()
+        guard = await amodel_guard(self.settings, call).reserve()
+        received = Received()
+        error: BaseException | None = None
         try:
             await self._provider()
+            for part in self.fake.chunk_texts():
+                if stop_after is not None and received.chunks >= stop_after:
+                    error = GeneratorExit()  # the consumer stopped before the usage chunk
+                    return received.chunks
+                if self.fake.fail_after is not None and received.chunks >= self.fake.fail_after:
+                    raise ProviderError("the stream broke")
+                received.add(part)
         except BaseException as exc:
-            await guard.finish(exc)
+            error = exc
             raise
-        seen = 0
-        for _ in range(self.fake.stream_chunks):
-            if stop_after is not None and seen >= stop_after:
-                # Tokens were produced but no usage was reported: commit the estimate.
-                guard.mark_ran()
-                await guard.release("consumer stopped early")
-                return seen
-            seen += 1
-        await acommit_usage(guard, self.settings, self.fake.model, self.fake.usage)
-        return seen
+        finally:
+            usage = self.fake.usage if self.fake.report_usage and error is None else None
+            await asettle_model_call(
+                guard, self.settings, call, received=received, usage=usage, error=error
+            )
+        return received.chunks
 
     async def retry_same_identity(self) -> None:
         key = f"ref-step-{uuid.uuid4()}"
@@ -118,6 +129,7 @@ class ReferenceHarness(Harness):
 
 class ReferenceAdapter(PluginAdapter):
     denial_error = ReferenceBudgetExceeded
+    fake_features: ClassVar[frozenset[str]] = frozenset({"report_usage", "fail_after"})
 
     def build(self, settings: CyclesSettings, fake: FakeSpec) -> Harness:
         return ReferenceHarness(settings, fake)

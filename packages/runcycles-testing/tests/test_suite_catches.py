@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import pytest
 import pytest_asyncio
 
-from runcycles_core.integration import CyclesSettings, ModelCall
+from runcycles_core.plugin import CyclesSettings, ModelCall
 from runcycles_testing import Bench, ContractSuite, FakeSpec, Harness, PluginAdapter
 
 from .reference import ReferenceAdapter, ReferenceHarness
@@ -24,7 +24,7 @@ class NoReleaseHarness(ReferenceHarness):
     """Leaves the hold in place when the provider fails (a leak until the TTL)."""
 
     async def _call(self, call: ModelCall) -> None:
-        from runcycles_core.integration import acommit_usage, amodel_guard
+        from runcycles_core.plugin import acommit_usage, amodel_guard
 
         guard = await amodel_guard(self.settings, call).reserve()
         await self._provider()
@@ -65,6 +65,50 @@ class IgnoresRunSubjectHarness(ReferenceHarness):
         dimensions: Mapping[str, str] | None = None,
     ) -> str:
         return await super().run()
+
+
+class EstimateOnStopHarness(ReferenceHarness):
+    """Charges the whole estimate for a stream the consumer stopped (a plugin's own rule)."""
+
+    async def stream(self, *, stop_after: int | None = None) -> int:
+        from runcycles_core.plugin import amodel_guard
+
+        guard = await amodel_guard(self.settings, self._model_call()).reserve()
+        await self._provider()
+        guard.mark_ran()
+        await guard.release("consumer stopped early")  # ran: commits the estimate
+        return stop_after or self.fake.stream_chunks
+
+
+class EstimateWithoutUsageHarness(ReferenceHarness):
+    """Commits the estimate when the provider reports no usage, instead of counting."""
+
+    async def _call(self, call: ModelCall) -> None:
+        from runcycles_core.plugin import amodel_guard
+
+        guard = await amodel_guard(self.settings, call).reserve()
+        await self._provider()
+        if self.fake.report_usage:
+            from runcycles_core.plugin import acommit_usage
+
+            await acommit_usage(guard, self.settings, call.model, self.fake.usage)
+        else:
+            await guard.commit(metadata={"actual_source": "estimate"})
+
+
+class ReleaseOnCancelHarness(ReferenceHarness):
+    """Gives the hold back when the call is cancelled (the provider already bills the prompt)."""
+
+    async def _call(self, call: ModelCall) -> None:
+        from runcycles_core.plugin import amodel_guard
+
+        guard = await amodel_guard(self.settings, call).reserve()
+        try:
+            await self._provider()
+        except BaseException:
+            await guard.release("cancelled")
+            raise
+        await guard.commit()
 
 
 def adapter_for(harness: type[ReferenceHarness]) -> PluginAdapter:
@@ -110,6 +154,9 @@ def suite(adapter: PluginAdapter) -> ContractSuite:
         (CoreDenialHarness, "test_deny_before_provider"),
         (FreshKeyHarness, "test_retry_same_identity"),
         (IgnoresRunSubjectHarness, "test_subject_mapping"),
+        (EstimateOnStopHarness, "test_stream_early_stop"),
+        (EstimateWithoutUsageHarness, "test_settle_no_usage"),
+        (ReleaseOnCancelHarness, "test_cancellation"),
     ],
 )
 async def test_broken_plugin_fails_its_scenario(

@@ -52,7 +52,6 @@ from .errors import (
     UnauthorizedError,
     UnitMismatchError,
 )
-from .integration import CyclesSettings, ModelCall
 from .journal import CommitJournal, JournalError
 from .lifecycle import (
     AsyncGuard,
@@ -108,6 +107,7 @@ from .models import (
     Unit,
     new_idempotency_key,
 )
+from .plugin import CyclesSettings, ModelCall
 from .pricing import (
     MICROCENTS_PER_USD,
     Estimate,

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from runcycles_core.integration import CyclesSettings
+from runcycles_core.plugin import CyclesSettings, check_supported
 
 from ._errors import BudgetExceededError
 from ._handler import CyclesCallbackHandler
+from ._supported import BELOW, FRAMEWORK, OLDEST
 
 if TYPE_CHECKING:
     from ._middleware import CyclesMiddleware
@@ -26,6 +27,8 @@ __all__ = [
     "CyclesMiddleware",
     "CyclesSettings",
 ]
+
+check_supported("runcycles-langchain", FRAMEWORK, OLDEST, BELOW)
 
 
 def __getattr__(name: str) -> Any:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,21 +14,22 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
-from runcycles_core.integration import (
+from runcycles_core.lifecycle import Guard
+from runcycles_core.plugin import (
     CyclesSettings,
     ModelCall,
-    commit_usage,
+    Received,
     reserve_model_step,
     reserve_tool_step,
+    resolve_settings,
+    settle_model_call,
 )
-from runcycles_core.lifecycle import Guard
-from runcycles_core.pricing import Usage
 
+from ._errors import BudgetExceededError
 from ._mapping import (
     StepKeys,
     max_tokens,
     model_name,
-    plugin_settings,
     pricing_provider,
     result_usage,
     run_overrides,
@@ -37,18 +37,12 @@ from ._mapping import (
 
 __all__ = ["CyclesCallbackHandler"]
 
-log = logging.getLogger("runcycles_langchain")
-
 
 @dataclass
 class _Call:
     guard: Guard
-    model: str
-    provider: str | None
-    key: str
     request: ModelCall
-    chunks: int = 0
-    text: list[str] = field(default_factory=list)
+    received: Received = field(default_factory=Received)
     task: asyncio.Task[Any] | None = None
     on_done: Callable[[asyncio.Task[Any]], object] | None = None
 
@@ -81,11 +75,11 @@ class CyclesCallbackHandler(BaseCallbackHandler):
     - ``on_chat_model_start`` / ``on_llm_start``: reserve (estimate priced from the model in
       ``ls_model_name`` and the prompt, or ``estimate=``), keyed by ``run_id``; a denial raises
       :class:`~runcycles_langchain.BudgetExceededError`.
-    - ``on_llm_end``: commit the priced ``usage_metadata`` (cache reads/writes and reasoning
-      included); no usage reported → the estimate is committed, tagged ``actual_source=estimate``.
-    - ``on_llm_error``: release, unless tokens were already streamed (an early stop raises
-      ``GeneratorExit`` here): the provider bills those, so the partial usage (prompt tokens
-      plus streamed tokens, counted offline) is committed instead.
+    - ``on_llm_end`` / ``on_llm_error`` (and a cancelled ``agenerate``): settle by the plugin
+      kit's one rule (:mod:`runcycles_core.plugin`): the priced ``usage_metadata`` (cache
+      reads/writes and reasoning included); without usage, an early stop (``GeneratorExit``)
+      or a cancellation, the prompt plus the output received, counted offline; a provider
+      error before any output releases.
     - ``on_tool_start`` / ``on_tool_end`` / ``on_tool_error``: gate tools as ``tool.<name>``
       when ``tool_budgets`` is configured.
 
@@ -102,7 +96,7 @@ class CyclesCallbackHandler(BaseCallbackHandler):
 
     def __init__(self, settings: CyclesSettings | None = None, **fields: Any) -> None:
         super().__init__()
-        self.settings = plugin_settings(settings, fields)
+        self.settings = resolve_settings(settings, fields, denial_error=BudgetExceededError)
         self._lock = threading.Lock()
         self._calls: dict[UUID, _Call] = {}
         self._tools: dict[UUID, Guard] = {}
@@ -188,7 +182,7 @@ class CyclesCallbackHandler(BaseCallbackHandler):
         guard = reserve_model_step(self.settings, call)
         if guard is None:
             return  # an earlier attempt of this LangGraph step already paid for this call
-        entry = _Call(guard, model, provider, key, call)
+        entry = _Call(guard, call)
         # A cancelled ``agenerate`` never reaches on_llm_error (LangChain's gather is cancelled
         # before it can report), so the task that started the call settles it when it ends.
         task = _current_task()
@@ -208,11 +202,19 @@ class CyclesCallbackHandler(BaseCallbackHandler):
     def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
         with self._lock:
             call = self._calls.get(run_id)
-        if call is not None:
-            call.chunks += 1
-            if isinstance(token, str):
-                call.text.append(token)
-            call.guard.mark_ran()
+        if call is None:
+            return
+        # Content chunks count; an empty token is the usage / finish chunk, unless it carries
+        # a tool call's fragment.
+        msg = getattr(kwargs.get("chunk"), "message", None)
+        fragments = getattr(msg, "tool_call_chunks", None)
+        if isinstance(token, str) and token:
+            call.received.add(token)
+        elif fragments:
+            call.received.add({"tool_call_chunks": repr(fragments)})
+        else:
+            return
+        call.guard.mark_ran()
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         with self._lock:
@@ -221,16 +223,17 @@ class CyclesCallbackHandler(BaseCallbackHandler):
             return
         call.detach()
         usage, version = result_usage(response)
-        if usage is None:
-            log.warning("%s reported no usage; committing the estimate", call.model)
-            call.guard.commit(metadata={"actual_source": "estimate", "reason": "no_usage"})
-            return
-        commit_usage(
+        if not call.received:
+            # Not streamed: the final generations are what was received.
+            for generations in response.generations:
+                for gen in generations:
+                    call.received.add(gen.text or None)
+        settle_model_call(
             call.guard,
             self.settings,
-            call.model,
-            usage,
-            provider=call.provider,
+            call.request,
+            received=call.received,
+            usage=usage,
             model_version=version,
         )
 
@@ -243,27 +246,9 @@ class CyclesCallbackHandler(BaseCallbackHandler):
         self._settle_failed(call, error)
 
     def _settle_failed(self, call: _Call, error: BaseException) -> None:
-        if not call.chunks:
-            # Nothing was generated: give the hold back.
-            call.guard.finish(error)
-            return
-        # Tokens were streamed (and billed by the provider) before the consumer stopped or the
-        # stream broke, and no usage chunk came: commit the partial usage, counted offline.
-        call.guard.commit_metadata["partial"] = type(error).__name__
-        commit_usage(
-            call.guard, self.settings, call.model, self._partial_usage(call), provider=call.provider
+        settle_model_call(
+            call.guard, self.settings, call.request, received=call.received, error=error
         )
-
-    def _partial_usage(self, call: _Call) -> Usage:
-        prices = self.settings.prices
-        req = call.request
-        if req.messages is not None:
-            inp = prices.count_input_tokens(messages=req.messages)
-        else:
-            inp = prices.count_input_tokens(prompt=req.prompt or "")
-        # At least one token per streamed chunk (providers stream about one token per chunk).
-        out = max(call.chunks, prices.token_counter("".join(call.text)))
-        return Usage(input_tokens=inp, output_tokens=out)
 
     # -- tools ---------------------------------------------------------------------------------
     def on_tool_start(

@@ -3,7 +3,6 @@ idempotency keys. No budget logic, pricing or HTTP here (that is all in runcycle
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import uuid
 from collections import OrderedDict
@@ -13,16 +12,14 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
-from runcycles_core.integration import LEVELS, CyclesSettings
+from runcycles_core.plugin import LEVELS, Received, normalize_usage
 from runcycles_core.pricing import Usage
-
-from ._errors import BudgetExceededError
 
 __all__ = [
     "StepKeys",
     "message_usage",
     "model_name",
-    "plugin_settings",
+    "received_from_messages",
     "pricing_provider",
     "result_usage",
     "run_overrides",
@@ -56,18 +53,6 @@ _PROVIDERS = {
 #: Per-run metadata keys (``config={"metadata": {...}}``) that override the subject.
 SUBJECT_PREFIX = "cycles_"
 DIMENSIONS_KEY = "cycles_dimensions"
-
-
-def plugin_settings(settings: CyclesSettings | None, fields: Mapping[str, Any]) -> CyclesSettings:
-    """``settings`` (or settings built from ``fields``) raising this plugin's denial type."""
-    if settings is not None and fields:
-        raise TypeError("pass either settings= or settings fields, not both")
-    base = settings if settings is not None else CyclesSettings(**fields)
-    if base.denial_error is None:
-        # A copy, so a settings object shared with other plugins keeps its own denial type;
-        # the derived-client cache is shared on purpose (one connection pool).
-        base = dataclasses.replace(base, denial_error=BudgetExceededError)
-    return base
 
 
 def pricing_provider(ls_provider: object) -> str | None:
@@ -115,19 +100,14 @@ def message_usage(message: object) -> Usage | None:
     meta = getattr(message, "usage_metadata", None)
     if not meta:
         return None
-    inp = _count(meta.get("input_tokens"))
-    out = _count(meta.get("output_tokens"))
     ind = meta.get("input_token_details") or {}
     outd = meta.get("output_token_details") or {}
-    cache_read = min(_count(ind.get("cache_read")), inp)
-    cache_write = min(_count(ind.get("cache_creation")), inp - cache_read)
-    reasoning = min(_count(outd.get("reasoning")), out)
-    return Usage(
-        input_tokens=inp,
-        output_tokens=out,
-        cache_read_tokens=cache_read,
-        cache_write_tokens=cache_write,
-        reasoning_tokens=reasoning,
+    return normalize_usage(
+        meta.get("input_tokens"),
+        meta.get("output_tokens"),
+        cache_read_tokens=ind.get("cache_read"),
+        cache_write_tokens=ind.get("cache_creation"),
+        reasoning_tokens=outd.get("reasoning"),
     )
 
 
@@ -149,9 +129,9 @@ def result_usage(response: LLMResult) -> tuple[Usage | None, str | None]:
     if total is None and response.llm_output:
         tu = response.llm_output.get("token_usage") or response.llm_output.get("usage") or {}
         if tu:
-            total = Usage(
-                input_tokens=_count(tu.get("prompt_tokens", tu.get("input_tokens"))),
-                output_tokens=_count(tu.get("completion_tokens", tu.get("output_tokens"))),
+            total = normalize_usage(
+                tu.get("prompt_tokens", tu.get("input_tokens")),
+                tu.get("completion_tokens", tu.get("output_tokens")),
             )
         version = version or response.llm_output.get("model_name")
     return total, version if isinstance(version, str) else None
@@ -164,6 +144,19 @@ def messages_usage(messages: Iterable[BaseMessage]) -> Usage | None:
         if u is not None:
             total = u if total is None else _add(total, u)
     return total
+
+
+def received_from_messages(messages: Iterable[BaseMessage]) -> Received:
+    """A final answer as the kit's :class:`Received`: its text and its tool calls (counted
+    offline when the provider reported no usage)."""
+    received = Received()
+    for m in messages:
+        text = m.content if isinstance(m.content, str) else str(m.content)
+        if text:
+            received.add(text)
+        for t in getattr(m, "tool_calls", None) or []:
+            received.add({"name": t["name"], "args": t["args"]})
+    return received
 
 
 def run_overrides(
@@ -180,10 +173,6 @@ def run_overrides(
     dims = meta.get(DIMENSIONS_KEY)
     dimensions = {str(k): str(v) for k, v in dims.items()} if isinstance(dims, Mapping) else None
     return subject or None, dimensions or None
-
-
-def _count(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _add(a: Usage, b: Usage) -> Usage:
@@ -206,7 +195,7 @@ class StepKeys:
     (reset when the task's next attempt starts). Outside LangGraph the key is the run's own
     ``run_id`` (stable if the caller passes ``run_id`` in the config).
 
-    The plugin reserves with :func:`runcycles_core.integration.reserve_model_step`, which turns
+    The plugin reserves with :func:`runcycles_core.plugin.reserve_model_step`, which turns
     a repeated key into "already paid" (the earlier attempt committed) or a fresh reservation
     (the earlier attempt released or expired).
     """

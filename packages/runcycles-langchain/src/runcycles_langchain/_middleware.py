@@ -9,26 +9,28 @@ from typing import Any
 from langchain.agents.middleware import AgentMiddleware
 from langchain_core.messages import BaseMessage
 
-from runcycles_core.integration import (
+from runcycles_core.lifecycle import AsyncGuard
+from runcycles_core.plugin import (
     CyclesSettings,
     ModelCall,
-    acommit_usage,
     areserve_model_step,
     areserve_tool_step,
-    commit_usage,
+    areserve_uncancellable,
+    asettle_model_call,
     reserve_model_step,
     reserve_tool_step,
+    resolve_settings,
+    settle_model_call,
 )
-from runcycles_core.lifecycle import AsyncGuard, Guard
-from runcycles_core.pricing import Usage
 
+from ._errors import BudgetExceededError
 from ._handler import _as_dicts
 from ._mapping import (
     StepKeys,
     max_tokens,
     messages_usage,
-    plugin_settings,
     pricing_provider,
+    received_from_messages,
     run_overrides,
 )
 
@@ -55,13 +57,6 @@ def _attempt(config: Mapping[str, Any]) -> str | None:
     return str(parent) if parent is not None else None
 
 
-def _abandoned(exc: BaseException) -> bool:
-    # Cancellation or an early-stopped stream: the request was already sent and the provider
-    # bills what it generated, which the middleware cannot see, so the estimate is committed.
-    # A provider error (an Exception) releases instead.
-    return not isinstance(exc, Exception)
-
-
 def _result_messages(response: Any) -> list[BaseMessage]:
     inner = getattr(response, "model_response", response)  # ExtendedModelResponse
     if isinstance(inner, BaseMessage):
@@ -75,12 +70,14 @@ class CyclesMiddleware(AgentMiddleware):
 
     ``wrap_model_call`` / ``awrap_model_call`` reserve before each model call (priced from the
     request's model and messages, or ``estimate=``), commit the response's priced
-    ``usage_metadata`` and release when the call raises (a cancelled call or an early-stopped
-    stream commits the estimate: the provider already bills it); ``wrap_tool_call`` /
-    ``awrap_tool_call`` gate tools as ``tool.<name>`` when ``tool_budgets`` is configured. A
-    denial raises :class:`~runcycles_langchain.BudgetExceededError` out of ``invoke``: the
-    agent stops instead of pretending to answer. The async variants use the async client, so
-    nothing blocks the event loop.
+    ``usage_metadata``, and otherwise settle by the plugin kit's one rule
+    (:mod:`runcycles_core.plugin`: no usage, a cancelled call or an early-stopped stream pay
+    the prompt plus the output seen, counted offline; a provider error releases);
+    ``wrap_tool_call`` / ``awrap_tool_call`` gate tools as ``tool.<name>`` when
+    ``tool_budgets`` is configured. A denial raises
+    :class:`~runcycles_langchain.BudgetExceededError` out of ``invoke``: the agent stops
+    instead of pretending to answer. The async variants use the async client, so nothing
+    blocks the event loop.
 
     Keys are stable across LangGraph retries and resumes (thread id + checkpoint namespace +
     task, see :class:`~runcycles_langchain._mapping.StepKeys`). Per-run subject overrides come
@@ -92,7 +89,7 @@ class CyclesMiddleware(AgentMiddleware):
 
     def __init__(self, settings: CyclesSettings | None = None, **fields: Any) -> None:
         super().__init__()
-        self.settings = plugin_settings(settings, fields)
+        self.settings = resolve_settings(settings, fields, denial_error=BudgetExceededError)
         self._keys = StepKeys()
 
     # -- mapping ---------------------------------------------------------------------------------
@@ -133,9 +130,6 @@ class CyclesMiddleware(AgentMiddleware):
         key = self._keys.key(metadata, f"tool.{name}", attempt=_attempt(config))
         return name, key, run_overrides(metadata)[0]
 
-    def _usage(self, response: Any) -> Usage | None:
-        return messages_usage(_result_messages(response))
-
     # -- model calls -----------------------------------------------------------------------------
     def wrap_model_call(self, request: Any, handler: Handler) -> Any:
         call = self._model_call(request)
@@ -145,40 +139,37 @@ class CyclesMiddleware(AgentMiddleware):
         try:
             response = handler(request)
         except BaseException as exc:
-            self._failed(guard, exc)
+            settle_model_call(guard, self.settings, call, error=exc)
             raise
-        self._commit(guard, call, self._usage(response))
+        messages = _result_messages(response)
+        settle_model_call(
+            guard,
+            self.settings,
+            call,
+            received=received_from_messages(messages),
+            usage=messages_usage(messages),
+        )
         return response
 
     async def awrap_model_call(self, request: Any, handler: AsyncHandler) -> Any:
         call = self._model_call(request)
-        guard = await areserve_model_step(self.settings, call)
+        guard = await areserve_uncancellable(areserve_model_step(self.settings, call))
         if guard is None:
             return await handler(request)
         try:
             response = await handler(request)
         except BaseException as exc:
-            if _abandoned(exc):
-                guard.mark_ran()
-            await guard.finish(exc)
+            await asettle_model_call(guard, self.settings, call, error=exc)
             raise
-        usage = self._usage(response)
-        if usage is None:
-            await guard.commit(metadata={"actual_source": "estimate", "reason": "no_usage"})
-        else:
-            await acommit_usage(guard, self.settings, call.model, usage, provider=call.provider)
+        messages = _result_messages(response)
+        await asettle_model_call(
+            guard,
+            self.settings,
+            call,
+            received=received_from_messages(messages),
+            usage=messages_usage(messages),
+        )
         return response
-
-    def _failed(self, guard: Guard, exc: BaseException) -> None:
-        if _abandoned(exc):
-            guard.mark_ran()
-        guard.finish(exc)
-
-    def _commit(self, guard: Guard, call: ModelCall, usage: Usage | None) -> None:
-        if usage is None:
-            guard.commit(metadata={"actual_source": "estimate", "reason": "no_usage"})
-        else:
-            commit_usage(guard, self.settings, call.model, usage, provider=call.provider)
 
     # -- tools -----------------------------------------------------------------------------------
     def wrap_tool_call(self, request: Any, handler: Handler) -> Any:

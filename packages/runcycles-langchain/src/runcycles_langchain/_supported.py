@@ -7,7 +7,8 @@ Read by the package metadata check in the tests and by ``noxfile.py`` (which ins
 
 FRAMEWORK = "langchain-core"
 OLDEST = "1.0.0"
-REQUIREMENT = "langchain-core>=1.0.0,<2"
+BELOW = "2"
+REQUIREMENT = f"{FRAMEWORK}>={OLDEST},<{BELOW}"
 
 #: The v1 agents package, needed only for :class:`~runcycles_langchain.CyclesMiddleware`
 #: (the ``agents`` extra).

@@ -10,11 +10,13 @@
 
 from __future__ import annotations
 
-from ._compat import check_supported
+from runcycles_core.plugin import check_supported
+
 from ._errors import BudgetExceededError
 from ._hooks import CyclesRunHooks, CyclesRunResultStreaming
 from ._model import CyclesModel, CyclesModelProvider
 from ._scope import RunScope, cycles_run
+from ._supported import BELOW, FRAMEWORK, OLDEST
 from ._supported import REQUIREMENT as SUPPORTED
 from ._usage import to_usage
 
@@ -33,4 +35,4 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-check_supported()
+check_supported("runcycles-openai-agents", FRAMEWORK, OLDEST, BELOW)

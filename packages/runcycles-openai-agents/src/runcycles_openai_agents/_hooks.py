@@ -33,25 +33,23 @@ from agents.stream_events import StreamEvent
 from agents.tool import Tool
 
 from runcycles_core import BudgetExceededError as CoreBudgetExceededError
-from runcycles_core.integration import (
+from runcycles_core.lifecycle import AsyncGuard, GuardState
+from runcycles_core.plugin import (
     CyclesSettings,
     ModelCall,
-    acommit_usage,
+    Received,
     areserve_model_step,
     areserve_tool_step,
-)
-from runcycles_core.lifecycle import AsyncGuard, GuardState
-
-from ._model import (
-    CyclesModel,
-    _provider_of,
-    discover_model_name,
-    reserve_step,
+    areserve_uncancellable,
+    asettle_model_call,
+    resolve_settings,
     uncancellable,
 )
+
+from ._errors import BudgetExceededError
+from ._model import CyclesModel, _provider_of, discover_model_name
 from ._scope import current_scope
-from ._settings import resolve_settings
-from ._usage import counted_usage, request_messages, to_usage
+from ._usage import request_messages, to_usage
 
 __all__ = ["CyclesRunHooks", "CyclesRunResultStreaming"]
 
@@ -65,7 +63,7 @@ class CyclesRunHooks(RunHooks[Any]):
     """Run hooks that reserve before each model and budgeted tool call and commit after.
 
     Args:
-        settings: a :class:`~runcycles_core.integration.CyclesSettings`, or its fields as
+        settings: a :class:`~runcycles_core.plugin.CyclesSettings`, or its fields as
             keywords. ``tool_budgets={"search": 50_000, "*": 1_000}`` gates tools.
         model_name: the model to price by when it cannot be read from the agent (e.g. a
             ``RunConfig(model=...)`` override, which hooks cannot see).
@@ -83,27 +81,34 @@ class CyclesRunHooks(RunHooks[Any]):
         llm: bool = True,
         **settings_kwargs: Any,
     ) -> None:
-        self.settings = resolve_settings(settings, settings_kwargs)
+        self.settings = resolve_settings(
+            settings, settings_kwargs, denial_error=BudgetExceededError
+        )
         self.model_name = model_name
         self.provider = provider
         self.llm = llm
-        self._open: dict[Hashable, list[tuple[AsyncGuard, list[Any]]]] = {}
+        self._open: dict[Hashable, list[tuple[AsyncGuard, ModelCall | None]]] = {}
         self._lock = threading.Lock()
+        # The model call behind each open model guard, to settle leftovers by the kit's rule.
+        self._calls: dict[int, ModelCall] = {}
 
     # -- bookkeeping ---------------------------------------------------------------------------
-    def _push(self, key: Hashable, guard: AsyncGuard, messages: list[Any]) -> None:
+    def _push(self, key: Hashable, guard: AsyncGuard, call: ModelCall | None) -> None:
         with self._lock:
-            self._open.setdefault(key, []).append((guard, messages))
+            self._open.setdefault(key, []).append((guard, call))
+            if call is not None:
+                self._calls[id(guard)] = call
         ledger = _ledger.get()
         if ledger is not None:
             ledger.append(guard)
 
-    def _pop(self, key: Hashable) -> tuple[AsyncGuard, list[Any]] | None:
+    def _pop(self, key: Hashable) -> tuple[AsyncGuard, ModelCall | None] | None:
         with self._lock:
             entries = self._open.get(key)
             if not entries:
                 return None
             entry = entries.pop(0)
+            self._calls.pop(id(entry[0]), None)
             if not entries:
                 del self._open[key]
             return entry
@@ -148,25 +153,20 @@ class CyclesRunHooks(RunHooks[Any]):
             return
         name, provider = self._model_of(agent)
         scope = current_scope()
-        messages = request_messages(system_prompt, input_items)
-        guard = await reserve_step(
-            areserve_model_step(
-                self.settings,
-                ModelCall(
-                    model=name,
-                    provider=provider,
-                    messages=messages,
-                    max_output_tokens=agent.model_settings.max_tokens,
-                    idempotency_key=scope.model_key(),
-                    subject=scope.subject,
-                    dimensions=scope.dimensions,
-                    metadata=scope.metadata,
-                ),
-            )
+        call = ModelCall(
+            model=name,
+            provider=provider,
+            messages=request_messages(system_prompt, input_items),
+            max_output_tokens=agent.model_settings.max_tokens,
+            idempotency_key=scope.model_key(),
+            subject=scope.subject,
+            dimensions=scope.dimensions,
+            metadata=scope.metadata,
         )
+        guard = await areserve_uncancellable(areserve_model_step(self.settings, call))
         if guard is None:  # a replay of a step an earlier attempt already paid for
             return
-        self._push(("llm", id(context)), guard, messages)
+        self._push(("llm", id(context)), guard, call)
 
     async def on_llm_end(
         self,
@@ -177,13 +177,15 @@ class CyclesRunHooks(RunHooks[Any]):
         entry = self._pop(("llm", id(context)))
         if entry is None:
             return
-        guard, messages = entry
-        guard.mark_ran()
-        usage = to_usage(response.usage) or counted_usage(
-            self.settings.prices, messages, list(response.output)
+        guard, call = entry
+        if call is None:
+            return
+        received = Received()
+        for item in response.output:
+            received.add(item)
+        await asettle_model_call(
+            guard, self.settings, call, received=received, usage=to_usage(response.usage)
         )
-        name, provider = self._model_of(agent)
-        await uncancellable(acommit_usage(guard, self.settings, name, usage, provider=provider))
 
     # -- tool calls ----------------------------------------------------------------------------
     @staticmethod
@@ -195,7 +197,7 @@ class CyclesRunHooks(RunHooks[Any]):
         self, context: RunContextWrapper[Any], agent: Agent[Any], tool: Tool
     ) -> None:
         scope = current_scope()
-        guard = await reserve_step(
+        guard = await areserve_uncancellable(
             areserve_tool_step(
                 self.settings,
                 tool.name,
@@ -205,7 +207,7 @@ class CyclesRunHooks(RunHooks[Any]):
         )
         if guard is None:  # not budgeted, or a replayed call already paid for
             return
-        self._push(self._tool_key(context, tool), guard, [])
+        self._push(self._tool_key(context, tool), guard, None)
 
     async def on_tool_end(
         self, context: RunContextWrapper[Any], agent: Agent[Any], tool: Tool, result: object
@@ -218,10 +220,19 @@ class CyclesRunHooks(RunHooks[Any]):
 
     # -- cleanup -------------------------------------------------------------------------------
     async def _settle(self, guards: list[AsyncGuard], exc: BaseException | None) -> None:
+        with self._lock:
+            calls = {id(g): self._calls.pop(id(g), None) for g in guards}
         self._forget(guards)
+        # A run that ended without an end hook: no output was seen here, so a failed run is
+        # released and a cancelled or stopped one pays its prompt (the kit's rule).
         error = exc or RuntimeError("run ended before the call was settled")
         for guard in guards:
-            if guard.state not in _SETTLED:
+            if guard.state in _SETTLED:
+                continue
+            call = calls.get(id(guard))
+            if call is not None:
+                await asettle_model_call(guard, self.settings, call, error=error)
+            else:
                 await uncancellable(guard.finish(error))
 
     async def release_pending(self) -> int:

@@ -1,22 +1,18 @@
 """``CyclesModel``: any ``agents`` Model, budgeted; ``CyclesModelProvider`` for string names.
 
 Every model call (each attempt of the SDK's own retries included) is reserved before the inner
-model is called, and settled in ``finally``:
-
-- success: the response's usage is priced and committed (cache and reasoning tokens included);
-- the call raised before producing anything: the hold is released;
-- a stream stopped early (consumer break, ``RunResultStreaming.cancel()``, task cancellation) or
-  failed after its first event: the provider has started spending, so the usage counted offline
-  from the request and the output seen so far is committed;
-- a call whose provider reports no usage: the same offline count is committed.
+model is called, and settled in ``finally`` by the plugin kit's one rule
+(:mod:`runcycles_core.plugin`): reported usage is priced; a call without usage, a stream
+stopped early (consumer break, ``RunResultStreaming.cancel()``, task cancellation), a cancelled
+call and a call that failed after partial output commit the prompt plus the output received,
+counted offline; a call that raised before any output is released.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 from agents.agent_output import AgentOutputSchemaBase
 from agents.handoffs import Handoff
@@ -28,23 +24,23 @@ from agents.tool import Tool
 from openai.types.responses.response_prompt_param import ResponsePromptParam
 
 from runcycles_core import BudgetExceededError as CoreBudgetExceededError
-from runcycles_core.integration import (
+from runcycles_core.lifecycle import AsyncGuard
+from runcycles_core.plugin import (
     CyclesSettings,
     ModelCall,
-    acommit_usage,
+    Received,
     areserve_model_step,
+    areserve_uncancellable,
+    asettle_model_call,
+    resolve_settings,
 )
-from runcycles_core.lifecycle import AsyncGuard, GuardState
 from runcycles_core.pricing import Usage
 
+from ._errors import BudgetExceededError
 from ._scope import RunScope, current_scope
-from ._settings import resolve_settings
-from ._usage import counted_usage, request_messages, to_usage
+from ._usage import request_messages, to_usage
 
 __all__ = ["CyclesModel", "CyclesModelProvider", "discover_model_name"]
-
-_SETTLED = (GuardState.COMMITTED, GuardState.RELEASED, GuardState.DENIED)
-T = TypeVar("T")
 
 
 def discover_model_name(model: object) -> str | None:
@@ -59,43 +55,12 @@ def _provider_of(model: object) -> str | None:
     return "openai" if type(model).__module__.startswith("agents.models.openai") else None
 
 
-async def uncancellable(operation: Awaitable[T]) -> T:
-    """Run a settlement step to completion even if the caller is cancelled meanwhile.
-
-    ``AsyncGuard.commit`` / ``release`` first claim the terminal state and then await; a
-    cancellation landing between the two would leave the hold on the server until its TTL. In
-    its own task the step always finishes; the caller still sees its cancellation.
-    """
-    task = asyncio.ensure_future(operation)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait({task})
-        raise
-
-
-async def reserve_step(reserve: Awaitable[AsyncGuard | None]) -> AsyncGuard | None:
-    """Await a step reservation (None: an earlier attempt of this step already paid); if the
-    caller is cancelled meanwhile, the request still completes (the server may already hold
-    the estimate) and the hold is returned."""
-    task = asyncio.ensure_future(reserve)
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await asyncio.wait({task})
-        if not task.cancelled() and task.exception() is None:
-            guard = task.result()
-            if guard is not None:
-                await uncancellable(guard.release("cancelled_while_reserving"))
-        raise
-
-
 class CyclesModel(Model):
     """Wrap ``inner`` so every call reserves budget first and commits its priced usage.
 
     Args:
         inner: any ``agents`` Model (``OpenAIResponsesModel``, ``LitellmModel``, a test model…).
-        settings: a :class:`~runcycles_core.integration.CyclesSettings`; or pass its fields as
+        settings: a :class:`~runcycles_core.plugin.CyclesSettings`; or pass its fields as
             keywords (``client=``, ``tenant=`` … ``toolset=``, ``estimate=``, ``shadow=``,
             ``outage_policy=``…).
         model_name: the name to price calls by; needed when ``inner`` does not expose one.
@@ -123,7 +88,9 @@ class CyclesModel(Model):
         self.inner = inner
         self.model_name = name
         self.provider = provider or _provider_of(inner)
-        self.settings = resolve_settings(settings, settings_kwargs)
+        self.settings = resolve_settings(
+            settings, settings_kwargs, denial_error=BudgetExceededError
+        )
 
     @property
     def model(self) -> str:
@@ -134,14 +101,10 @@ class CyclesModel(Model):
         return f"CyclesModel({self.inner!r}, model_name={self.model_name!r})"
 
     # -- guard ---------------------------------------------------------------------------------
-    def _reserve(
-        self,
-        scope: RunScope,
-        key: str,
-        messages: list[Any],
-        model_settings: ModelSettings,
-    ) -> Awaitable[AsyncGuard | None]:
-        call = ModelCall(
+    def _call(
+        self, scope: RunScope, key: str, messages: list[Any], model_settings: ModelSettings
+    ) -> ModelCall:
+        return ModelCall(
             model=self.model_name,
             provider=self.provider,
             messages=messages,
@@ -151,7 +114,9 @@ class CyclesModel(Model):
             dimensions=scope.dimensions,
             metadata=scope.metadata,
         )
-        return reserve_step(areserve_model_step(self.settings, call))
+
+    async def _reserve(self, call: ModelCall) -> AsyncGuard | None:
+        return await areserve_uncancellable(areserve_model_step(self.settings, call))
 
     @staticmethod
     def _capped(guard: AsyncGuard, model_settings: ModelSettings) -> ModelSettings:
@@ -160,21 +125,6 @@ class CyclesModel(Model):
         if capped is None or capped == model_settings.max_tokens:
             return model_settings
         return dataclasses.replace(model_settings, max_tokens=capped)
-
-    async def _commit(self, guard: AsyncGuard, usage: Usage) -> None:
-        await uncancellable(
-            acommit_usage(guard, self.settings, self.model_name, usage, provider=self.provider)
-        )
-
-    async def _settle_unreported(
-        self, guard: AsyncGuard, messages: list[Any], output: list[Any], reason: str
-    ) -> None:
-        if guard.state in _SETTLED:
-            return
-        if guard.ran:
-            await self._commit(guard, counted_usage(self.settings.prices, messages, output))
-        else:
-            await uncancellable(guard.release(reason))
 
     # -- Model interface -----------------------------------------------------------------------
     async def get_response(
@@ -193,8 +143,10 @@ class CyclesModel(Model):
     ) -> ModelResponse:
         scope = current_scope()
         key = scope.model_key(input)
-        messages = request_messages(system_instructions, input, tools)
-        guard = await self._reserve(scope, key, messages, model_settings)
+        call = self._call(
+            scope, key, request_messages(system_instructions, input, tools), model_settings
+        )
+        guard = await self._reserve(call)
         if guard is None:  # a replay of a step an earlier attempt already paid for
             return await self.inner.get_response(
                 system_instructions,
@@ -223,13 +175,14 @@ class CyclesModel(Model):
             )
         except BaseException as exc:
             scope.call_failed(input)
-            await uncancellable(guard.release(f"model_call_failed: {type(exc).__name__}"))
+            await asettle_model_call(guard, self.settings, call, error=exc)
             raise
-        guard.mark_ran()
-        usage = to_usage(response.usage)
-        if usage is None:
-            usage = counted_usage(self.settings.prices, messages, list(response.output))
-        await self._commit(guard, usage)
+        received = Received()
+        for item in response.output:
+            received.add(item)
+        await asettle_model_call(
+            guard, self.settings, call, received=received, usage=to_usage(response.usage)
+        )
         return response
 
     async def stream_response(
@@ -248,8 +201,10 @@ class CyclesModel(Model):
     ) -> AsyncIterator[TResponseStreamEvent]:
         scope = current_scope()
         key = scope.model_key(input)
-        messages = request_messages(system_instructions, input, tools)
-        guard = await self._reserve(scope, key, messages, model_settings)
+        call = self._call(
+            scope, key, request_messages(system_instructions, input, tools), model_settings
+        )
+        guard = await self._reserve(call)
         if guard is None:  # a replay of a step an earlier attempt already paid for
             async for event in self.inner.stream_response(
                 system_instructions,
@@ -265,8 +220,9 @@ class CyclesModel(Model):
             ):
                 yield event
             return
-        seen: list[Any] = []
-        reason = "stream_closed_before_first_event"
+        received = Received()
+        usage: Usage | None = None
+        error: BaseException | None = None
         stream = self.inner.stream_response(
             system_instructions,
             input,
@@ -281,20 +237,21 @@ class CyclesModel(Model):
         )
         try:
             async for event in stream:
-                guard.mark_ran()
                 if getattr(event, "type", None) == "response.completed":
                     usage = to_usage(getattr(getattr(event, "response", None), "usage", None))
                     if usage is not None:
-                        await self._commit(guard, usage)
+                        await asettle_model_call(
+                            guard, self.settings, call, received=received, usage=usage
+                        )
                 else:
                     delta = getattr(event, "delta", None)
                     if isinstance(delta, str):
-                        seen.append(delta)
+                        received.add(delta)
                 yield event
         except BaseException as exc:
-            if not guard.ran:
+            if not received:
                 scope.call_failed(input)
-            reason = f"model_call_failed: {type(exc).__name__}"
+            error = exc
             raise
         finally:
             try:
@@ -302,7 +259,9 @@ class CyclesModel(Model):
                 if aclose is not None:
                     await aclose()
             finally:
-                await self._settle_unreported(guard, messages, seen, reason)
+                await asettle_model_call(
+                    guard, self.settings, call, received=received, usage=usage, error=error
+                )
 
     def get_retry_advice(self, request: ModelRetryAdviceRequest) -> ModelRetryAdvice | None:
         """A denial is never worth retrying (it is final until budget is added); anything else
@@ -343,7 +302,9 @@ class CyclesModelProvider(ModelProvider):
 
             inner = MultiProvider()
         self.inner = inner
-        self.settings = resolve_settings(settings, settings_kwargs)
+        self.settings = resolve_settings(
+            settings, settings_kwargs, denial_error=BudgetExceededError
+        )
 
     def get_model(self, model_name: str | None) -> Model:
         model = self.inner.get_model(model_name)

@@ -7,13 +7,22 @@ fake model) and subclasses :class:`ContractSuite`; its ``conftest.py`` loads the
 
 from __future__ import annotations
 
-from .adapter import DEFAULT_USAGE, SCENARIOS, FakeSpec, Harness, PluginAdapter, ProviderError
+from .adapter import (
+    DEFAULT_USAGE,
+    FAKE_FEATURES,
+    SCENARIOS,
+    FakeSpec,
+    Harness,
+    PluginAdapter,
+    ProviderError,
+)
 from .bench import DEAD_URL, Bench
 from .contract import ContractSuite
 
 __all__ = [
     "DEAD_URL",
     "DEFAULT_USAGE",
+    "FAKE_FEATURES",
     "SCENARIOS",
     "Bench",
     "ContractSuite",

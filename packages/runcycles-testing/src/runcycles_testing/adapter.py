@@ -13,7 +13,7 @@ A plugin's tests implement two small classes and inherit the suite::
 
 :class:`FakeSpec` says what the framework's own fake model does on every provider call;
 :class:`Harness` is one agent (or model) built on it and wired through the plugin with the
-given :class:`~runcycles_core.integration.CyclesSettings`. Everything is ``async`` so that
+given :class:`~runcycles_core.plugin.CyclesSettings`. Everything is ``async`` so that
 async-only frameworks fit; a sync entry point is exercised by running it in a worker thread
 (``asyncio.to_thread``), which also gives real parallelism for the concurrency scenario.
 
@@ -28,11 +28,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from runcycles_core.errors import BudgetExceededError
-from runcycles_core.integration import CyclesSettings
+from runcycles_core.plugin import CyclesSettings
 from runcycles_core.pricing import Usage
 
 __all__ = [
     "DEFAULT_USAGE",
+    "FAKE_FEATURES",
     "SCENARIOS",
     "FakeSpec",
     "Harness",
@@ -60,6 +61,17 @@ SCENARIOS = (
     "outage_fail_closed",  # 10
     "outage_fail_open",  # 10
     "unknown_model",  # 10
+    # The kit's settlement rule (runcycles_core.plugin), asserted to the exact amount:
+    "settle_no_usage",  # (a) provider reported no usage
+    "settle_raise_after_partial",  # (d) the stream raised after partial output
+)
+
+#: :class:`FakeSpec` fields an adapter's fake may implement beyond the original ones; a scenario
+#: needing one the adapter does not list in :attr:`PluginAdapter.fake_features` is skipped with
+#: that reason (never passed silently).
+FAKE_FEATURES = (
+    "report_usage",  # FakeSpec.report_usage=False: the provider reports no usage at all
+    "fail_after",  # FakeSpec.fail_after=n: a stream raises ProviderError after n content chunks
 )
 
 #: Usage every fake provider call reports unless the adapter overrides
@@ -93,7 +105,12 @@ class FakeSpec:
         tool: when set, the first model reply of each run calls this tool once with no
             arguments; the tool's body counts itself in :attr:`Harness.tool_calls` and returns
             ``"42"``; the second model reply is the final answer. So one run = 2 provider calls.
-        stream_chunks: number of content chunks a streamed answer is split into.
+        stream_chunks: number of content chunks a streamed answer is split into, exactly as
+            :meth:`chunk_texts` splits it (the suite computes expected charges from those).
+        report_usage: False: the provider reports no usage (neither on the response nor on a
+            final stream chunk), as some endpoints do; needs the ``report_usage`` fake feature.
+        fail_after: when streaming, raise :class:`ProviderError` after this many content chunks
+            (before the usage chunk); needs the ``fail_after`` fake feature.
     """
 
     model: str
@@ -103,6 +120,16 @@ class FakeSpec:
     hang: bool = False
     tool: str | None = None
     stream_chunks: int = 4
+    report_usage: bool = True
+    fail_after: int | None = None
+
+    def chunk_texts(self, text: str | None = None) -> list[str]:
+        """``text`` (default: :attr:`text`) as the streamed content chunks: cut into pieces of
+        ``ceil(len / stream_chunks)`` characters, so at most :attr:`stream_chunks` of them.
+        A fake streams exactly these, one content chunk each."""
+        text = self.text if text is None else text
+        size = max(1, -(-len(text) // max(1, self.stream_chunks)))
+        return [text[i : i + size] for i in range(0, len(text), size)] or [text]
 
 
 class Harness(ABC):
@@ -164,8 +191,11 @@ class PluginAdapter(ABC):
         model / provider: the priced model name the fakes report, and its provider.
         usage: usage per provider call (cache and reasoning tokens included by default).
         unsupported: scenario id (see :data:`SCENARIOS`) → why this framework cannot support
-            it. The suite asserts the declaration (a known id and a real reason) instead of
-            running the scenario; nothing is skipped silently.
+            it. The suite asserts the declaration (a known id and a real reason) and skips the
+            scenario with that reason (``pytest.skip``); nothing passes silently.
+        fake_features: the optional :class:`FakeSpec` behaviours (see :data:`FAKE_FEATURES`)
+            this adapter's fake implements; scenarios needing another one are skipped with
+            the reason.
     """
 
     denial_error: ClassVar[type[BudgetExceededError]]
@@ -173,6 +203,7 @@ class PluginAdapter(ABC):
     provider: ClassVar[str | None] = "openai"
     usage: ClassVar[Usage] = DEFAULT_USAGE
     unsupported: ClassVar[Mapping[str, str]] = {}
+    fake_features: ClassVar[frozenset[str]] = frozenset()
 
     @abstractmethod
     def build(self, settings: CyclesSettings, fake: FakeSpec) -> Harness:

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from runcycles_core import CyclesClient, CyclesConfig
-from runcycles_core.integration import CyclesSettings
 from runcycles_core.models import ReservationStatus, ReservationSummary
+from runcycles_core.plugin import CyclesSettings
 from runcycles_server_lite.testing import ServerHandle
 
 __all__ = ["Bench", "DEAD_URL"]

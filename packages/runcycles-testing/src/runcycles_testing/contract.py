@@ -22,11 +22,11 @@ import pytest
 import pytest_asyncio
 
 from runcycles_core.errors import BudgetExceededError, CyclesUnavailableError
-from runcycles_core.integration import CyclesSettings
 from runcycles_core.models import ReservationStatus, ReservationSummary
-from runcycles_core.pricing import UnknownModelError, price
+from runcycles_core.plugin import CyclesSettings
+from runcycles_core.pricing import UnknownModelError, Usage, default_pricing, price
 
-from .adapter import SCENARIOS, FakeSpec, Harness, PluginAdapter, ProviderError
+from .adapter import FAKE_FEATURES, SCENARIOS, FakeSpec, Harness, PluginAdapter, ProviderError
 from .bench import DEAD_URL, Bench
 
 __all__ = ["ContractSuite"]
@@ -98,6 +98,53 @@ class ContractSuite:
         )
         return True
 
+    def require(self, scenario: str, *features: str) -> None:
+        """Skip (``pytest.skip`` with the reason) a scenario the adapter declares unsupported,
+        or one needing a fake feature the adapter's fake does not implement."""
+        if self.unsupported(scenario):
+            pytest.skip(f"{scenario}: {self.adapter.unsupported[scenario]}")
+        for feature in features:
+            assert feature in FAKE_FEATURES, feature
+            if feature not in self.adapter.fake_features:
+                pytest.skip(
+                    f"{scenario} needs FakeSpec.{feature}, which this adapter's fake does not "
+                    "implement (add it to PluginAdapter.fake_features once it does)"
+                )
+
+    @staticmethod
+    def received_tokens(texts: list[str]) -> int:
+        """The kit's offline count of received output: the joined text's tokens, at least one
+        per content chunk (written out here, not taken from the kit, so the suite checks it)."""
+        return max(len(texts), default_pricing().token_counter("".join(texts)))
+
+    def assert_counted(
+        self,
+        bench: Bench,
+        outcomes: tuple[str, ...],
+        output_tokens: int,
+    ) -> None:
+        """The single model call was settled by the kit's rule for a call without reported
+        usage: committed exactly the priced offline count of prompt + ``output_tokens``."""
+        rows = self.settled(bench)
+        assert [(r.status, r.action.kind) for r in rows] == [
+            (ReservationStatus.COMMITTED, LLM_KIND)
+        ], rows
+        meta = bench.reader.get_reservation(rows[0].reservation_id).committed_metadata or {}
+        assert meta.get("actual_source") == "counted", meta
+        assert meta.get("outcome") in outcomes, meta
+        counted_in = meta.get("counted_input_tokens")
+        # The prompt is counted offline from what the framework sends (its system prompt and
+        # tool schemas included): never zero, since the provider bills it.
+        assert isinstance(counted_in, int) and counted_in > 0, meta
+        assert meta.get("counted_output_tokens") == output_tokens, meta
+        a = self.adapter
+        expected = price(
+            a.model, Usage(input_tokens=counted_in, output_tokens=output_tokens), a.provider
+        ).amount
+        assert rows[0].committed is not None
+        assert rows[0].committed.amount == expected
+        assert bench.spent() == expected
+
     @property
     def call_price(self) -> int:
         """What one provider call of the fake costs, priced by core."""
@@ -116,8 +163,7 @@ class ContractSuite:
     # -- 1. deny before the provider -------------------------------------------------------------
     @pytest.mark.asyncio
     async def test_deny_before_provider(self, bench: Bench, build: Build) -> None:
-        if self.unsupported("deny_before_provider"):
-            return
+        self.require("deny_before_provider")
         bench.fund({"": 1})
         h = build(bench.settings())
         with pytest.raises(BudgetExceededError) as info:
@@ -132,8 +178,7 @@ class ContractSuite:
 
     @pytest.mark.asyncio
     async def test_deny_before_provider_streaming(self, bench: Bench, build: Build) -> None:
-        if self.unsupported("deny_before_provider_streaming"):
-            return
+        self.require("deny_before_provider_streaming")
         bench.fund({"": 1})
         h = build(bench.settings())
         with pytest.raises(BudgetExceededError) as info:
@@ -145,8 +190,7 @@ class ContractSuite:
     # -- 2. commit equals the priced usage ------------------------------------------------------
     @pytest.mark.asyncio
     async def test_commit_priced_usage(self, bench: Bench, build: Build) -> None:
-        if self.unsupported("commit_priced_usage"):
-            return
+        self.require("commit_priced_usage")
         bench.fund()
         h = build(bench.settings())
         text = await h.run()
@@ -167,8 +211,7 @@ class ContractSuite:
     # -- 3. release when the model call raises --------------------------------------------------
     @pytest.mark.asyncio
     async def test_release_on_provider_error(self, bench: Bench, build: Build) -> None:
-        if self.unsupported("release_on_provider_error"):
-            return
+        self.require("release_on_provider_error")
         bench.fund()
         h = build(bench.settings(), fail=True)
         # The framework may wrap the provider's error; it must still be in the chain.
@@ -182,8 +225,7 @@ class ContractSuite:
 
     @pytest.mark.asyncio
     async def test_release_on_stream_error(self, bench: Bench, build: Build) -> None:
-        if self.unsupported("release_on_stream_error"):
-            return
+        self.require("release_on_stream_error")
         bench.fund()
         h = build(bench.settings(), fail=True)
         # The provider fails before the first chunk: nothing was generated, nothing is owed.
@@ -198,8 +240,7 @@ class ContractSuite:
     # -- 4. streaming ---------------------------------------------------------------------------
     @pytest.mark.asyncio
     async def test_stream_commits_final_usage(self, bench: Bench, build: Build) -> None:
-        if self.unsupported("stream_commits_final_usage"):
-            return
+        self.require("stream_commits_final_usage")
         bench.fund()
         h = build(bench.settings(), stream_chunks=4)
         chunks = await h.stream()
@@ -213,26 +254,23 @@ class ContractSuite:
 
     @pytest.mark.asyncio
     async def test_stream_early_stop(self, bench: Bench, build: Build) -> None:
-        if self.unsupported("stream_early_stop"):
-            return
+        """Rule (b): a stream the consumer stops before the usage chunk pays the prompt plus
+        the chunks received, counted offline."""
+        self.require("stream_early_stop")
         bench.fund()
         h = build(bench.settings(), stream_chunks=6)
-        chunks = await h.stream(stop_after=1)
-        assert chunks == 1
+        chunks = await h.stream(stop_after=2)
+        assert chunks == 2
         assert h.provider_calls == 1
-        rows = self.settled(bench)
-        # Tokens were generated, so the call is paid for (partial usage, or the estimate when
-        # the provider never reported usage), never released and never left held.
-        assert [r.status for r in rows] == [ReservationStatus.COMMITTED]
-        committed = rows[0].committed.amount if rows[0].committed else 0
-        assert 0 < committed <= rows[0].reserved.amount
-        assert bench.spent() == committed
+        parts = FakeSpec(model="m", usage=Usage(), stream_chunks=6).chunk_texts()
+        self.assert_counted(bench, ("stopped", "cancelled"), self.received_tokens(parts[:2]))
 
     # -- 5. cancellation ------------------------------------------------------------------------
     @pytest.mark.asyncio
     async def test_cancellation(self, bench: Bench, build: Build) -> None:
-        if self.unsupported("cancellation"):
-            return
+        """Rule (c): a call cancelled while the provider works pays its prompt (counted
+        offline; nothing was received), settled before the cancellation reaches the caller."""
+        self.require("cancellation")
         bench.fund()
         h = build(bench.settings(), hang=True)
         task = asyncio.ensure_future(h.run())
@@ -242,17 +280,12 @@ class ContractSuite:
         with pytest.raises(asyncio.CancelledError):
             await task
         # Settled by the time the cancellation reached the caller: nothing left held.
-        rows = self.settled(bench)
-        assert len(rows) == 1
-        assert rows[0].status in (ReservationStatus.RELEASED, ReservationStatus.COMMITTED)
-        committed = rows[0].committed.amount if rows[0].committed else 0
-        assert bench.spent() == committed <= rows[0].reserved.amount
+        self.assert_counted(bench, ("cancelled",), 0)
 
     # -- 6. tools -------------------------------------------------------------------------------
     @pytest.mark.asyncio
     async def test_tool_gating(self, bench: Bench, build: Build) -> None:
-        if self.unsupported("tool_gating"):
-            return
+        self.require("tool_gating")
         bench.fund()
         # Ungated: no tool budgets configured, the tool runs without a reservation.
         free = build(bench.settings(), tool=TOOL)
@@ -275,8 +308,7 @@ class ContractSuite:
 
     @pytest.mark.asyncio
     async def test_tool_denial(self, bench: Bench, build: Build) -> None:
-        if self.unsupported("tool_denial"):
-            return
+        self.require("tool_denial")
         bench.fund({"": 100 * self.call_price})
         h = build(bench.settings(tool_budgets={"*": 10**12}), tool=TOOL)
         with pytest.raises(BudgetExceededError) as info:
@@ -293,8 +325,7 @@ class ContractSuite:
     # -- 7. concurrency -------------------------------------------------------------------------
     @pytest.mark.asyncio
     async def test_concurrency(self, bench: Bench, build: Build) -> None:
-        if self.unsupported("concurrency"):
-            return
+        self.require("concurrency")
         n, k = 8, 3
         cost = self.call_price
         # Estimate == actual, so a finished call frees nothing: exactly k fit in any order.
@@ -314,8 +345,7 @@ class ContractSuite:
     # -- 8. subject mapping ---------------------------------------------------------------------
     @pytest.mark.asyncio
     async def test_subject_mapping(self, bench: Bench, build: Build) -> None:
-        if self.unsupported("subject_mapping"):
-            return
+        self.require("subject_mapping")
         bench.fund()
         settings = bench.settings(
             workspace="ws1",
@@ -350,8 +380,7 @@ class ContractSuite:
 
     @pytest.mark.asyncio
     async def test_subject_mapping_tools(self, bench: Bench, build: Build) -> None:
-        if self.unsupported("subject_mapping_tools"):
-            return
+        self.require("subject_mapping_tools")
         bench.fund()
         settings = bench.settings(agent="cfg-agent", tool_budgets={TOOL: 1_000})
         h = build(settings, tool=TOOL)
@@ -364,8 +393,7 @@ class ContractSuite:
     # -- 9. framework retries keep the idempotency key ------------------------------------------
     @pytest.mark.asyncio
     async def test_retry_same_identity(self, bench: Bench, build: Build) -> None:
-        if self.unsupported("retry_same_identity"):
-            return
+        self.require("retry_same_identity")
         bench.fund()
         h = build(bench.settings())
         await h.retry_same_identity()
@@ -378,8 +406,7 @@ class ContractSuite:
     # -- 10. shadow, outage policy, unknown model -----------------------------------------------
     @pytest.mark.asyncio
     async def test_shadow(self, bench: Bench, build: Build) -> None:
-        if self.unsupported("shadow"):
-            return
+        self.require("shadow")
         bench.fund({"": 1})
         h = build(bench.settings(shadow=True))
         assert "42" in await h.run()
@@ -389,8 +416,7 @@ class ContractSuite:
 
     @pytest.mark.asyncio
     async def test_outage_fail_closed(self, bench: Bench, build: Build) -> None:
-        if self.unsupported("outage_fail_closed"):
-            return
+        self.require("outage_fail_closed")
         bench.fund()
         h = build(bench.settings(client_overrides={"base_url": DEAD_URL}))
         with pytest.raises(CyclesUnavailableError) as info:
@@ -400,8 +426,7 @@ class ContractSuite:
 
     @pytest.mark.asyncio
     async def test_outage_fail_open(self, bench: Bench, build: Build) -> None:
-        if self.unsupported("outage_fail_open"):
-            return
+        self.require("outage_fail_open")
         bench.fund()
         settings = bench.settings(
             outage_policy="fail_open",
@@ -413,8 +438,7 @@ class ContractSuite:
 
     @pytest.mark.asyncio
     async def test_unknown_model(self, bench: Bench, build: Build) -> None:
-        if self.unsupported("unknown_model"):
-            return
+        self.require("unknown_model")
         bench.fund()
         # Core's policy: an unpriced model with no explicit estimate is refused before the call…
         h = build(bench.settings(), model="no-such-model-7b")
@@ -430,3 +454,31 @@ class ContractSuite:
         assert bench.spent() == 5_000
         meta = bench.reader.get_reservation(rows[0].reservation_id).committed_metadata or {}
         assert meta.get("actual_source") == "estimate", meta
+
+    # -- the kit's settlement rule, exact amounts -----------------------------------------------
+    @pytest.mark.asyncio
+    async def test_settle_no_usage(self, bench: Bench, build: Build) -> None:
+        """Rule (a): a completed call whose provider reported no usage pays the prompt plus
+        the answer, counted offline."""
+        self.require("settle_no_usage", "report_usage")
+        bench.fund()
+        h = build(bench.settings(), report_usage=False)
+        text = await h.run()
+        assert "42" in text
+        assert h.provider_calls == 1
+        fake = FakeSpec(model="m", usage=Usage())
+        self.assert_counted(bench, ("no_usage",), self.received_tokens([fake.text]))
+
+    @pytest.mark.asyncio
+    async def test_settle_raise_after_partial(self, bench: Bench, build: Build) -> None:
+        """Rule (d): a stream that raises after partial output pays the prompt plus what was
+        received (a stream that raises before any output is released: scenario 3)."""
+        self.require("settle_raise_after_partial", "fail_after")
+        bench.fund()
+        h = build(bench.settings(), stream_chunks=6, fail_after=3)
+        with pytest.raises(Exception) as info:  # noqa: PT011
+            await h.stream()
+        assert any(isinstance(e, ProviderError) for e in _chain(info.value)), info.value
+        assert h.provider_calls == 1
+        parts = FakeSpec(model="m", usage=Usage(), stream_chunks=6).chunk_texts()
+        self.assert_counted(bench, ("failed",), self.received_tokens(parts[:3]))

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 import runcycles_core as rc
-from runcycles_core.integration import (
+from runcycles_core.lifecycle import GuardState
+from runcycles_core.models import ReservationStatus
+from runcycles_core.plugin import (
     CyclesSettings,
     ModelCall,
     acommit_usage,
@@ -21,8 +23,6 @@ from runcycles_core.integration import (
     reserve_model_step,
     reserve_tool_step,
 )
-from runcycles_core.lifecycle import GuardState
-from runcycles_core.models import ReservationStatus
 from runcycles_core.pricing import Usage
 
 USAGE = Usage(input_tokens=100, output_tokens=20)

@@ -1,242 +1,35 @@
-"""The plugin kit: what every framework integration needs, written once.
-
-A plugin maps its framework's hooks onto four calls and nothing else:
-
-- :func:`model_guard` / :func:`amodel_guard` before a model call (estimate priced from the model
-  and prompt, or the user's ``estimate=``; stable idempotency keys from the framework's run ids);
-- :func:`commit_usage` / :func:`acommit_usage` with the framework's token usage (priced here,
-  with cache and reasoning tokens and the price provenance in the commit metadata);
-- ``guard.release()`` when the model call failed before producing anything;
-- :func:`tool_guard` / :func:`atool_guard` to gate tool calls as action kind ``tool.<name>``;
-- :func:`reserve_model_step` / :func:`reserve_tool_step` (and async twins) instead, when the key
-  names a framework step that may run again (retries, resumed checkpoints): a step an earlier
-  attempt already paid for is not charged again.
-
-:class:`CyclesSettings` is the configuration every plugin entry point accepts (``client=``, the
-subject fields, ``estimate=``, ``shadow=``, ``outage_policy=``…), so all plugins read alike.
-"""
+"""Plugin kit: guards for model and tool calls, replay-safe steps, and priced commits."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from .client import AsyncCyclesClient, CyclesClient
+from ._kit_settings import CyclesSettings, ModelCall, estimate_for
 from .config import CyclesConfig
-from .decorator import build_spec, default_async_client, default_client
-from .errors import BudgetExceededError, ReservationExpiredError
-from .lifecycle import AsyncGuard, Guard, GuardSpec, GuardState, OutagePolicy
+from .errors import ReservationExpiredError
+from .lifecycle import AsyncGuard, Guard, GuardSpec, GuardState
 from .models import CyclesMetrics, ReservationStatus
-from .pricing import Pricing, UnknownModelError, Usage, default_pricing
+from .pricing import UnknownModelError, Usage
 from .settlement import SettlementResult
 
 __all__ = [
-    "CyclesSettings",
-    "ModelCall",
     "acommit_usage",
     "amodel_guard",
     "areserve_model_step",
     "areserve_tool_step",
     "atool_guard",
     "commit_usage",
-    "estimate_for",
     "model_guard",
     "reserve_model_step",
     "reserve_tool_step",
     "tool_guard",
 ]
 
-log = logging.getLogger("runcycles_core.integration")
-
-LEVELS = ("tenant", "workspace", "app", "workflow", "agent", "toolset")
-
-
-@dataclass(frozen=True)
-class ModelCall:
-    """One model invocation as a plugin sees it before it runs.
-
-    Give at most one of ``input_tokens``, ``prompt`` or ``messages`` (none: input counts as 0).
-    ``idempotency_key`` should come from the framework's own run identity (run id, thread +
-    checkpoint + task…) so that the framework's retries and replays reuse it and never pay
-    twice. ``subject`` holds per-run overrides of the configured subject levels.
-    """
-
-    model: str
-    provider: str | None = None
-    input_tokens: int | None = None
-    prompt: str | None = None
-    messages: Sequence[object] | None = None
-    max_output_tokens: int | None = None
-    idempotency_key: str | None = None
-    subject: Mapping[str, str | None] | None = None
-    dimensions: Mapping[str, str] | None = None
-    metadata: Mapping[str, Any] | None = None
-    action_kind: str = "llm.completion"
-
-
-@dataclass
-class CyclesSettings:
-    """Configuration shared by every plugin entry point.
-
-    Args:
-        client: a :class:`CyclesClient` or :class:`AsyncCyclesClient` (the other kind is built
-            from the same config when a framework needs it); default from ``CYCLES_*``.
-        tenant … toolset, dimensions: the subject (per-run values override them).
-        estimate: µ¢ (or ``unit``) to reserve per model call, or a callable of the
-            :class:`ModelCall`; default: priced from the model and prompt by ``pricing``.
-        shadow: never block; record would-be decisions only.
-        outage_policy: ``fail_closed`` or ``fail_open`` (default: the client config's,
-            itself ``fail_closed`` by default); denials always stop.
-        tool_budgets: per-tool estimate (``"*"`` = any tool) for gating tool calls as action
-            kind ``tool.<name>``; ``None`` leaves tools ungated.
-        denial_error: the plugin's subclass of :class:`BudgetExceededError` to raise.
-    """
-
-    client: CyclesClient | AsyncCyclesClient | None = None
-    tenant: str | None = None
-    workspace: str | None = None
-    app: str | None = None
-    workflow: str | None = None
-    agent: str | None = None
-    toolset: str | None = None
-    dimensions: Mapping[str, str] | None = None
-    estimate: int | Callable[[ModelCall], int] | None = None
-    shadow: bool = False
-    outage_policy: OutagePolicy | None = None
-    unit: str = "USD_MICROCENTS"
-    ttl_ms: int = 60_000
-    overage_policy: str | None = None
-    heartbeat: bool = True
-    pricing: Pricing | None = None
-    tool_budgets: Mapping[str, int] | None = None
-    denial_error: type[BudgetExceededError] | None = None
-    metadata: Mapping[str, Any] | None = None
-    _derived: dict[str, Any] = field(default_factory=dict, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.outage_policy not in (None, "fail_closed", "fail_open"):
-            raise ValueError("outage_policy must be 'fail_closed' or 'fail_open'")
-
-    @property
-    def config(self) -> CyclesConfig:
-        return self.sync_client().config if self.client is None else self.client.config
-
-    def sync_client(self) -> CyclesClient:
-        """The sync client (derived from an async one's config if that is what was given)."""
-        if isinstance(self.client, CyclesClient):
-            return self.client
-        if self.client is None:
-            return default_client()
-        with self._lock:
-            c = self._derived.get("sync")
-            if c is None:
-                c = self._derived["sync"] = CyclesClient(self.client.config)
-            return c
-
-    def async_client(self) -> AsyncCyclesClient:
-        """The async client (derived from a sync one's config if that is what was given)."""
-        if isinstance(self.client, AsyncCyclesClient):
-            return self.client
-        if self.client is None:
-            return default_async_client()
-        with self._lock:
-            c = self._derived.get("async")
-            if c is None:
-                c = self._derived["async"] = AsyncCyclesClient(self.client.config)
-            return c
-
-    def close(self) -> None:
-        """Close the sync client this settings object derived (never the one it was given);
-        a derived async client needs :meth:`aclose`."""
-        with self._lock:
-            sync = self._derived.pop("sync", None)
-            async_left = "async" in self._derived
-        if sync is not None:
-            sync.close()
-        if async_left:
-            log.warning("close() leaves a derived async client open; use aclose()")
-
-    async def aclose(self) -> None:
-        """Async :meth:`close`: closes derived sync and async clients."""
-        with self._lock:
-            derived, self._derived = self._derived, {}
-        if derived.get("sync") is not None:
-            derived["sync"].close()
-        if derived.get("async") is not None:
-            await derived["async"].aclose()
-
-    @property
-    def prices(self) -> Pricing:
-        return self.pricing or default_pricing()
-
-    def subject_for(self, overrides: Mapping[str, str | None] | None) -> dict[str, str | None]:
-        base = {level: getattr(self, level) for level in LEVELS}
-        base.update({k: v for k, v in (overrides or {}).items() if k in LEVELS and v})
-        return base
-
-    def spec(
-        self,
-        config: CyclesConfig,
-        *,
-        estimate: int,
-        action_kind: str,
-        action_name: str,
-        idempotency_key: str | None,
-        subject: Mapping[str, str | None] | None,
-        dimensions: Mapping[str, str] | None,
-        metadata: Mapping[str, Any] | None,
-    ) -> GuardSpec:
-        dims = {**(self.dimensions or {}), **(dimensions or {})} or None
-        meta = {**(self.metadata or {}), **(metadata or {})} or None
-        return build_spec(
-            config,
-            estimate=estimate,
-            action_kind=action_kind,
-            action_name=action_name,
-            unit=self.unit,
-            ttl_ms=self.ttl_ms,
-            overage_policy=self.overage_policy,
-            subject=self.subject_for(subject),
-            dimensions=dims,
-            metadata=meta,
-            idempotency_key=idempotency_key,
-            shadow=self.shadow,
-            outage_policy=self.outage_policy,
-            heartbeat=self.heartbeat,
-            denial_error=self.denial_error,
-        )
-
-
-def estimate_for(settings: CyclesSettings, call: ModelCall) -> int:
-    """What to reserve for ``call``: the user's ``estimate=`` if set, else the priced estimate
-    (raises :class:`UnknownModelError` for an unpriced model, per the pricing policy)."""
-    if settings.estimate is not None:
-        value = settings.estimate(call) if callable(settings.estimate) else settings.estimate
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"estimate must be a non-negative int, got {value!r}")
-        return value
-    given: dict[str, Any] = {}
-    if call.input_tokens is not None:
-        given["input_tokens"] = call.input_tokens
-    elif call.prompt is not None:
-        given["prompt"] = call.prompt
-    elif call.messages is not None:
-        given["messages"] = call.messages
-    else:
-        given["input_tokens"] = 0
-    est = settings.prices.estimate(
-        call.model,
-        max_output_tokens=call.max_output_tokens,
-        provider=call.provider,
-        **given,
-    )
-    return est.amount
+log = logging.getLogger("runcycles_core.plugin")
 
 
 def _model_spec(settings: CyclesSettings, config: CyclesConfig, call: ModelCall) -> GuardSpec:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import runcycles_core as rc
-from runcycles_core.integration import (
+from runcycles_core.plugin import (
     CyclesSettings,
     ModelCall,
     commit_usage,
