@@ -14,7 +14,7 @@ from llama_index.core.llms import MockLLM
 from llama_index.core.tools import FunctionTool
 
 from runcycles_core.models import ReservationStatus
-from runcycles_core.pricing import price
+from runcycles_core.pricing import default_pricing, price
 from runcycles_llamaindex import BudgetExceededError, CyclesCallbackHandler, cycles_tools
 from runcycles_testing import DEFAULT_USAGE
 from runcycles_testing.bench import Bench
@@ -49,7 +49,7 @@ async def test_function_agent_stopped_once_budget_is_spent(
 ) -> None:
     # Room for exactly one call at its estimate: the first run pays, the second is denied.
     bench.fund()
-    llm, handler = _llm(bench, estimate=CALL_PRICE)
+    llm, _ = _llm(bench, estimate=CALL_PRICE)
     agent = FunctionAgent(llm=llm, tools=[])
     assert "42" in str(await agent.run("What is six times seven?"))
     assert llm.calls == 1
@@ -88,17 +88,20 @@ async def test_react_agent_on_mock_llm_is_denied(bench: Bench) -> None:
     assert bench.reservations() == []
 
 
-async def test_mock_llm_without_usage_commits_the_estimate(bench: Bench) -> None:
+async def test_mock_llm_without_usage_is_counted(bench: Bench) -> None:
     bench.fund()
-    handler = CyclesCallbackHandler(bench.settings(estimate=1_000))
+    # MockLLM names no model: the handler's model= says what to price.
+    handler = CyclesCallbackHandler(bench.settings(estimate=1_000), model="gpt-4o")
     llm = MockLLM(max_tokens=3, callback_manager=CallbackManager([handler]))
     # MockLLM.chat runs complete: two nested LLM events, one reservation.
     llm.chat([ChatMessage(role=MessageRole.USER, content="hi")])
     (row,) = bench.reservations()
     assert row.status is ReservationStatus.COMMITTED
-    assert row.committed is not None and row.committed.amount == 1_000
     meta = bench.reader.get_reservation(row.reservation_id).committed_metadata or {}
-    assert meta.get("actual_source") == "estimate"
+    # The kit's rule (a): prompt plus the answer ("text text text"), counted offline.
+    assert meta.get("actual_source") == "counted", meta
+    assert meta.get("outcome") == "no_usage"
+    assert meta.get("counted_output_tokens") == default_pricing().token_counter("text text text")
 
 
 def test_nested_events_reserve_once_and_commit_usage(bench: Bench) -> None:
