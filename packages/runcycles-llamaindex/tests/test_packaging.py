@@ -45,7 +45,7 @@ def test_readme_quickstart_runs_as_written(tmp_path: Path) -> None:
     with quickstart(README, tmp_path, drop_env=("CYCLES_", "OPENAI_")) as q:
         run = q.run(extra_shell=f"printenv CYCLES_API_KEY > {tmp_path / 'key'}")
         assert run.returncode == 0, run.stdout + run.stderr
-        assert run.stdout.strip().splitlines()[-1] == "text text text"
+        assert run.stdout.strip().splitlines()[-1] == "What is the answer?"
         # The call was reserved and committed: spent > 0, nothing left held.
         key = (tmp_path / "key").read_text().strip()
         reply = httpx.get(
