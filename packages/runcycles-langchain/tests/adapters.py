@@ -28,6 +28,11 @@ SYNC_CANCEL = (
     "a sync invoke() running on a worker thread cannot be cancelled from outside; "
     "cancellation is covered by the async adapters"
 )
+AGENT_STREAM_STOP = (
+    "the agent's messages stream is fed by the model node: with the fake model the model call "
+    "runs to completion (usage reported and priced) before the consumer's break reaches it, "
+    "so the model is never stopped early; the handler adapters cover this rule"
+)
 
 
 class TransientError(RuntimeError):
@@ -219,6 +224,7 @@ class LangChainHarness(Harness):
 
 class LangChainAdapter(PluginAdapter):
     denial_error = BudgetExceededError
+    fake_features: ClassVar[frozenset[str]] = frozenset({"report_usage", "fail_after"})
 
     def __init__(self, *, sync: bool, middleware: bool) -> None:
         self.sync = sync
@@ -241,12 +247,17 @@ class HandlerSync(LangChainAdapter):
 
 
 class MiddlewareAsync(LangChainAdapter):
+    unsupported: ClassVar[Mapping[str, str]] = {"stream_early_stop": AGENT_STREAM_STOP}
+
     def __init__(self) -> None:
         super().__init__(sync=False, middleware=True)
 
 
 class MiddlewareSync(LangChainAdapter):
-    unsupported: ClassVar[Mapping[str, str]] = {"cancellation": SYNC_CANCEL}
+    unsupported: ClassVar[Mapping[str, str]] = {
+        "cancellation": SYNC_CANCEL,
+        "stream_early_stop": AGENT_STREAM_STOP,
+    }
 
     def __init__(self) -> None:
         super().__init__(sync=True, middleware=True)

@@ -58,9 +58,10 @@ class ScriptedChatModel(GenericFakeChatModel):
 
     @classmethod
     def from_spec(cls, spec: FakeSpec) -> ScriptedChatModel:
+        usage = usage_metadata(spec.usage) if spec.report_usage else None
         final = AIMessage(
             spec.text,
-            usage_metadata=usage_metadata(spec.usage),
+            usage_metadata=usage,
             response_metadata={"model_name": spec.model},
         )
         replies: list[AIMessage] = [final]
@@ -69,7 +70,7 @@ class ScriptedChatModel(GenericFakeChatModel):
             first = AIMessage(
                 "",
                 tool_calls=[call],
-                usage_metadata=usage_metadata(spec.usage),
+                usage_metadata=usage,
                 response_metadata={"model_name": spec.model},
             )
             replies = [first, final]
@@ -128,15 +129,16 @@ class ScriptedChatModel(GenericFakeChatModel):
         reply = self._next_reply()
         text = str(reply.content) or "."
         n = max(1, self.spec.stream_chunks)
-        size = max(1, -(-len(text) // n))
-        parts = [text[i : i + size] for i in range(0, len(text), size)]
+        parts = self.spec.chunk_texts(text)
         parts += [""] * (n - len(parts))
-        for part in parts[:n]:
+        for i, part in enumerate(parts[:n]):
+            if self.spec.fail_after is not None and i >= self.spec.fail_after:
+                raise ProviderError("the stream broke")
             yield AIMessageChunk(content=part)
         # Providers report usage in a final, content-less chunk.
         yield AIMessageChunk(
             content="",
-            usage_metadata=usage_metadata(self.spec.usage),
+            usage_metadata=usage_metadata(self.spec.usage) if self.spec.report_usage else None,
             response_metadata={"model_name": self.spec.model},
             tool_call_chunks=[
                 tool_call_chunk(name=t["name"], args="{}", id=t["id"], index=i)

@@ -44,11 +44,10 @@ def sdk_usage(usage: Usage) -> AgentsUsage:
     )
 
 
-def message(text: str, parts: int) -> ResponseOutputMessage:
-    """An assistant message whose text arrives as ``parts`` content parts (one stream delta
-    each)."""
-    size = max(1, -(-len(text) // parts))
-    chunks = [text[i : i + size] for i in range(0, len(text), size)] or [text]
+def message(fake: FakeSpec) -> ResponseOutputMessage:
+    """An assistant message whose text arrives as the fake's content chunks (one content part,
+    so one stream delta, each)."""
+    chunks = fake.chunk_texts()
     return ResponseOutputMessage(
         id="msg_scripted",
         type="message",
@@ -104,16 +103,22 @@ class FakeProvider:
         if self.fake.tool and not tool_done:
             output: list[Any] = [function_call(self.fake.tool, "{}", call_id="call_lookup")]
         else:
-            output = [message(self.fake.text, self.fake.stream_chunks)]
-        step = ModelStep(output=output, usage=sdk_usage(self.fake.usage))
+            output = [message(self.fake)]
+        usage = sdk_usage(self.fake.usage if self.fake.report_usage else Usage())
+        step = ModelStep(output=output, usage=usage)
         if not call.streamed:
             return step
         return ModelStep.stream(
-            lambda c: self._slow_stream(c, step), output=output, usage=step.usage
+            lambda c: self._slow_stream(c, step, self.fake.fail_after),
+            output=output,
+            usage=step.usage,
         )
 
     @staticmethod
-    async def _slow_stream(call: ModelCall, step: ModelStep) -> AsyncIterator[TResponseStreamEvent]:
+    async def _slow_stream(
+        call: ModelCall, step: ModelStep, fail_after: int | None
+    ) -> AsyncIterator[TResponseStreamEvent]:
+        deltas = 0
         source = ScriptedModel([step])
         async for event in source.stream_response(
             call.system_instructions,
@@ -127,5 +132,9 @@ class FakeProvider:
             conversation_id=call.conversation_id,
             prompt=call.prompt,
         ):
+            if getattr(event, "type", None) == "response.output_text.delta":
+                if fail_after is not None and deltas >= fail_after:
+                    raise ProviderError("the stream broke")
+                deltas += 1
             yield event
             await asyncio.sleep(0.01)

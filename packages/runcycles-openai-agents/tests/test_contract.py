@@ -110,6 +110,7 @@ class AgentsHarness(Harness):
 class ModelAdapter(PluginAdapter):
     denial_error = BudgetExceededError
     via_hooks: ClassVar[bool] = False
+    fake_features: ClassVar[frozenset[str]] = frozenset({"report_usage", "fail_after"})
 
     def build(self, settings: CyclesSettings, fake: FakeSpec) -> Harness:
         return AgentsHarness(settings, fake, via_hooks=self.via_hooks)
@@ -122,6 +123,11 @@ class HooksAdapter(ModelAdapter):
             "RunHooks get no signal when a consumer abandons a stream (on_llm_end never "
             "fires), so hooks cannot tell a half-generated answer from an unstarted one; "
             "CyclesModel settles abandoned streams and passes this scenario"
+        ),
+        "settle_raise_after_partial": (
+            "RunHooks see no streamed output (no per-delta hook), so a stream that broke "
+            "after partial output looks like one that failed before any; CyclesModel counts "
+            "the deltas and passes this scenario"
         ),
     }
 

@@ -28,6 +28,7 @@ from runcycles_core.plugin import (
 from ._errors import BudgetExceededError
 from ._mapping import (
     StepKeys,
+    add_token,
     max_tokens,
     model_name,
     pricing_provider,
@@ -202,19 +203,8 @@ class CyclesCallbackHandler(BaseCallbackHandler):
     def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
         with self._lock:
             call = self._calls.get(run_id)
-        if call is None:
-            return
-        # Content chunks count; an empty token is the usage / finish chunk, unless it carries
-        # a tool call's fragment.
-        msg = getattr(kwargs.get("chunk"), "message", None)
-        fragments = getattr(msg, "tool_call_chunks", None)
-        if isinstance(token, str) and token:
-            call.received.add(token)
-        elif fragments:
-            call.received.add({"tool_call_chunks": repr(fragments)})
-        else:
-            return
-        call.guard.mark_ran()
+        if call is not None and add_token(call.received, token, kwargs.get("chunk")):
+            call.guard.mark_ran()
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         with self._lock:

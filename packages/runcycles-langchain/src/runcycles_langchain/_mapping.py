@@ -17,6 +17,7 @@ from runcycles_core.pricing import Usage
 
 __all__ = [
     "StepKeys",
+    "add_token",
     "message_usage",
     "model_name",
     "received_from_messages",
@@ -144,6 +145,20 @@ def messages_usage(messages: Iterable[BaseMessage]) -> Usage | None:
         if u is not None:
             total = u if total is None else _add(total, u)
     return total
+
+
+def add_token(received: Received, token: object, chunk: object) -> bool:
+    """Record one ``on_llm_new_token`` in ``received``; True if it was content (text, or a tool
+    call's fragment). An empty token is the usage / finish chunk and is not counted."""
+    msg = getattr(chunk, "message", None)
+    fragments = getattr(msg, "tool_call_chunks", None)
+    if isinstance(token, str) and token:
+        received.add(token)
+    elif fragments:
+        received.add({"tool_call_chunks": repr(fragments)})
+    else:
+        return False
+    return True
 
 
 def received_from_messages(messages: Iterable[BaseMessage]) -> Received:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from langchain.agents.middleware import AgentMiddleware
+from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from langchain_core.messages import BaseMessage
+from langchain_core.runnables.config import var_child_runnable_config
 
 from runcycles_core.lifecycle import AsyncGuard
 from runcycles_core.plugin import (
     CyclesSettings,
     ModelCall,
+    Received,
     areserve_model_step,
     areserve_tool_step,
     areserve_uncancellable,
@@ -27,6 +31,7 @@ from ._errors import BudgetExceededError
 from ._handler import _as_dicts
 from ._mapping import (
     StepKeys,
+    add_token,
     max_tokens,
     messages_usage,
     pricing_provider,
@@ -55,6 +60,46 @@ def _attempt(config: Mapping[str, Any]) -> str | None:
     # Each attempt of a task runs under a fresh node run, the parent of everything inside it.
     parent = getattr(config.get("callbacks"), "parent_run_id", None)
     return str(parent) if parent is not None else None
+
+
+class _Tokens(BaseCallbackHandler):
+    """Records what a model call streams: ``wrap_model_call`` only sees the final message, so
+    a stream stopped early or broken would otherwise look like one that produced nothing."""
+
+    run_inline = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received = Received()
+
+    def on_llm_new_token(self, token: Any, *, chunk: Any = None, **kwargs: Any) -> None:
+        add_token(self.received, token, chunk)
+
+
+@contextlib.contextmanager
+def _watching(tokens: _Tokens) -> Iterator[None]:
+    # The agent invokes the model with the node's config from this context variable; adding
+    # the recorder there makes the model's own run report its tokens to it (the model call
+    # only, not what the caller configured).
+    config = var_child_runnable_config.get()
+    if config is None:
+        yield
+        return
+    callbacks = config.get("callbacks")
+    if isinstance(callbacks, BaseCallbackManager):
+        callbacks = callbacks.copy()
+        callbacks.add_handler(tokens, inherit=False)
+    else:
+        callbacks = [*(callbacks or []), tokens]
+    token = var_child_runnable_config.set({**config, "callbacks": callbacks})
+    try:
+        yield
+    finally:
+        var_child_runnable_config.reset(token)
+
+
+def _received(tokens: _Tokens, messages: list[BaseMessage]) -> Received:
+    return tokens.received if tokens.received else received_from_messages(messages)
 
 
 def _result_messages(response: Any) -> list[BaseMessage]:
@@ -136,17 +181,19 @@ class CyclesMiddleware(AgentMiddleware):
         guard = reserve_model_step(self.settings, call)
         if guard is None:  # an earlier attempt of this step already paid for this call
             return handler(request)
+        tokens = _Tokens()
         try:
-            response = handler(request)
+            with _watching(tokens):
+                response = handler(request)
         except BaseException as exc:
-            settle_model_call(guard, self.settings, call, error=exc)
+            settle_model_call(guard, self.settings, call, received=tokens.received, error=exc)
             raise
         messages = _result_messages(response)
         settle_model_call(
             guard,
             self.settings,
             call,
-            received=received_from_messages(messages),
+            received=_received(tokens, messages),
             usage=messages_usage(messages),
         )
         return response
@@ -156,17 +203,21 @@ class CyclesMiddleware(AgentMiddleware):
         guard = await areserve_uncancellable(areserve_model_step(self.settings, call))
         if guard is None:
             return await handler(request)
+        tokens = _Tokens()
         try:
-            response = await handler(request)
+            with _watching(tokens):
+                response = await handler(request)
         except BaseException as exc:
-            await asettle_model_call(guard, self.settings, call, error=exc)
+            await asettle_model_call(
+                guard, self.settings, call, received=tokens.received, error=exc
+            )
             raise
         messages = _result_messages(response)
         await asettle_model_call(
             guard,
             self.settings,
             call,
-            received=received_from_messages(messages),
+            received=_received(tokens, messages),
             usage=messages_usage(messages),
         )
         return response

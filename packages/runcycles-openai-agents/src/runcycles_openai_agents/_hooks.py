@@ -37,7 +37,6 @@ from runcycles_core.lifecycle import AsyncGuard, GuardState
 from runcycles_core.plugin import (
     CyclesSettings,
     ModelCall,
-    Received,
     areserve_model_step,
     areserve_tool_step,
     areserve_uncancellable,
@@ -49,7 +48,7 @@ from runcycles_core.plugin import (
 from ._errors import BudgetExceededError
 from ._model import CyclesModel, _provider_of, discover_model_name
 from ._scope import current_scope
-from ._usage import request_messages, to_usage
+from ._usage import received_output, request_messages, to_usage
 
 __all__ = ["CyclesRunHooks", "CyclesRunResultStreaming"]
 
@@ -180,9 +179,7 @@ class CyclesRunHooks(RunHooks[Any]):
         guard, call = entry
         if call is None:
             return
-        received = Received()
-        for item in response.output:
-            received.add(item)
+        received = received_output(response.output)
         await asettle_model_call(
             guard, self.settings, call, received=received, usage=to_usage(response.usage)
         )

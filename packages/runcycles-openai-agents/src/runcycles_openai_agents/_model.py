@@ -38,7 +38,7 @@ from runcycles_core.pricing import Usage
 
 from ._errors import BudgetExceededError
 from ._scope import RunScope, current_scope
-from ._usage import request_messages, to_usage
+from ._usage import received_output, request_messages, to_usage
 
 __all__ = ["CyclesModel", "CyclesModelProvider", "discover_model_name"]
 
@@ -177,9 +177,7 @@ class CyclesModel(Model):
             scope.call_failed(input)
             await asettle_model_call(guard, self.settings, call, error=exc)
             raise
-        received = Received()
-        for item in response.output:
-            received.add(item)
+        received = received_output(response.output)
         await asettle_model_call(
             guard, self.settings, call, received=received, usage=to_usage(response.usage)
         )

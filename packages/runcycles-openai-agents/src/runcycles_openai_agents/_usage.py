@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from runcycles_core.plugin import normalize_usage
+from runcycles_core.plugin import Received, normalize_usage
 from runcycles_core.pricing import Usage
 
 
@@ -56,3 +56,22 @@ def request_messages(
             }
         )
     return messages
+
+
+def received_output(output: Iterable[Any]) -> Received:
+    """A response's output items as the kit's :class:`Received`: a message's text as one
+    text (its content parts joined), a function call as its name and arguments, any other
+    item as itself (counted like a message)."""
+    received = Received()
+    for item in output:
+        parts = getattr(item, "content", None)
+        if getattr(item, "type", None) == "message" and isinstance(parts, list):
+            text = "".join(str(getattr(p, "text", "") or "") for p in parts)
+            received.add(text or None)
+        elif getattr(item, "type", None) == "function_call":
+            received.add(
+                {"name": getattr(item, "name", ""), "args": getattr(item, "arguments", "")}
+            )
+        else:
+            received.add(item)
+    return received
