@@ -16,7 +16,7 @@ from llama_index.core.callbacks import CallbackManager
 from llama_index.core.llms import ChatResponse
 from llama_index.core.tools import FunctionTool
 
-from runcycles_core.integration import CyclesSettings
+from runcycles_core.plugin import CyclesSettings
 from runcycles_llamaindex import (
     BudgetExceededError,
     CyclesCallbackHandler,
@@ -176,8 +176,12 @@ def _tool_message(call_id: str, content: str) -> ChatMessage:
     )
 
 
+FEATURES = frozenset({"report_usage", "fail_after"})
+
+
 class AgentAdapter(PluginAdapter):
     denial_error = BudgetExceededError
+    fake_features = FEATURES
     unsupported: ClassVar[Mapping[str, str]] = {
         "retry_same_identity": NO_STEP_IDENTITY,
         "tool_denial": TOOL_ERRORS_BECOME_RESULTS,
@@ -190,6 +194,7 @@ class AgentAdapter(PluginAdapter):
 
 class LLMAsyncAdapter(PluginAdapter):
     denial_error = BudgetExceededError
+    fake_features = FEATURES
     unsupported: ClassVar[Mapping[str, str]] = {"retry_same_identity": NO_STEP_IDENTITY}
 
     def build(self, settings: CyclesSettings, fake: FakeSpec) -> Harness:
@@ -198,6 +203,7 @@ class LLMAsyncAdapter(PluginAdapter):
 
 class LLMSyncAdapter(PluginAdapter):
     denial_error = BudgetExceededError
+    fake_features = FEATURES
     unsupported: ClassVar[Mapping[str, str]] = {
         "retry_same_identity": NO_STEP_IDENTITY,
         "cancellation": SYNC_CANCEL,

@@ -53,6 +53,7 @@ class ScriptedLLM(FunctionCallingLLM):
     tool: str | None = None
     stream_chunks: int = 4
     report_usage: bool = True
+    fail_after: int | None = None
     usage_report: dict[str, Any] = Field(default_factory=dict)
     seen_kwargs: list[dict[str, Any]] = Field(default_factory=list)
     _calls: int = PrivateAttr(default=0)
@@ -68,6 +69,8 @@ class ScriptedLLM(FunctionCallingLLM):
             hang=spec.hang,
             tool=spec.tool,
             stream_chunks=spec.stream_chunks,
+            report_usage=spec.report_usage,
+            fail_after=spec.fail_after,
             usage_report=openai_usage(spec.usage),
             seen_kwargs=[],
             **extra,
@@ -119,9 +122,9 @@ class ScriptedLLM(FunctionCallingLLM):
         )
 
     def _chunks(self, text: str) -> list[str]:
-        n = max(1, self.stream_chunks)
-        step = -(-len(text) // n) or 1
-        return [text[i : i + step] for i in range(0, len(text), step)][:n] or [""]
+        # As FakeSpec.chunk_texts splits it (the suite computes expected charges from those).
+        size = max(1, -(-len(text) // max(1, self.stream_chunks)))
+        return [text[i : i + size] for i in range(0, len(text), size)] or [text]
 
     def _stream(self, messages: Sequence[ChatMessage]) -> Generator[ChatResponse, None, None]:
         text, extra = self._reply(messages)
@@ -129,7 +132,9 @@ class ScriptedLLM(FunctionCallingLLM):
             yield self._response(text, extra, final=True)
             return
         so_far = ""
-        for piece in self._chunks(text):
+        for n, piece in enumerate(self._chunks(text)):
+            if self.fail_after is not None and n >= self.fail_after:
+                raise ProviderError("the stream broke")
             so_far += piece
             yield ChatResponse(
                 message=ChatMessage(role=MessageRole.ASSISTANT, content=so_far),

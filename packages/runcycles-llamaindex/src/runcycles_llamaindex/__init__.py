@@ -10,8 +10,9 @@
 
 from __future__ import annotations
 
-from runcycles_core.integration import CyclesSettings
+from runcycles_core.plugin import CyclesSettings, check_supported
 
+from . import _supported
 from ._errors import BudgetExceededError
 from ._handler import CyclesCallbackHandler
 from ._scope import cycles_run
@@ -25,3 +26,5 @@ __all__ = [
     "cycles_run",
     "cycles_tools",
 ]
+
+check_supported("runcycles-llamaindex", _supported.FRAMEWORK, _supported.OLDEST, _supported.BELOW)

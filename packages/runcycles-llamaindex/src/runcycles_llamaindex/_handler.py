@@ -12,20 +12,27 @@ from typing import Any
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from llama_index.core.callbacks.schema import CBEventType, EventPayload
 
-from runcycles_core.integration import CyclesSettings, ModelCall, commit_usage, model_guard
 from runcycles_core.lifecycle import Guard
-from runcycles_core.pricing import Usage
+from runcycles_core.plugin import (
+    CyclesSettings,
+    ModelCall,
+    Received,
+    model_guard,
+    resolve_settings,
+    settle_model_call,
+)
 
+from ._errors import BudgetExceededError
 from ._mapping import (
     max_output_tokens,
     message_dicts,
     model_name,
     request_stream_usage,
+    response_text,
     response_usage,
 )
 from ._scope import current_scope
-from ._settings import resolve_settings
-from ._stream import Progress, current_span, track, untrack
+from ._stream import current_span, track, untrack
 
 __all__ = ["CyclesCallbackHandler"]
 
@@ -45,7 +52,7 @@ class _Call:
     provider: str | None
     request: ModelCall
     span: str | None
-    progress: Progress | None
+    received: Received
 
 
 class CyclesCallbackHandler(BaseCallbackHandler):
@@ -66,11 +73,14 @@ class CyclesCallbackHandler(BaseCallbackHandler):
     - LLM start (outermost call only): reserve the estimate priced from the model and the
       messages / prompt (or ``estimate=``), keyed by the event id; for LlamaIndex's OpenAI LLM
       ``stream_options.include_usage`` is added to the request so streams report usage.
-    - LLM end: commit the priced ``raw["usage"]`` (or ``additional_kwargs`` token counts);
-      no usage reported → the estimate is committed, tagged ``actual_source=estimate``.
-    - LLM end with an exception: release, unless chunks were already streamed (a consumer
-      that stops early raises ``GeneratorExit`` here): those are billed by the provider, so the
-      partial usage, counted offline, is committed.
+    - LLM end: settled by the plugin kit's one rule (``runcycles_core.plugin``): the priced
+      ``raw["usage"]`` (or ``additional_kwargs`` token counts) when reported; otherwise the
+      prompt plus the output received, counted offline (``actual_source=counted``).
+    - LLM end with an exception: a call that raised before any output is released; one that
+      raised after partial output, was cancelled, or whose stream the consumer stopped early
+      (``GeneratorExit``) pays the prompt plus the chunks received, counted offline. Chunks
+      are seen through LlamaIndex's instrumentation (observe-only), which tags them with the
+      call's span.
 
     Args:
         settings: a :class:`CyclesSettings`; or pass its fields as keyword arguments
@@ -89,7 +99,7 @@ class CyclesCallbackHandler(BaseCallbackHandler):
         **fields: Any,
     ) -> None:
         super().__init__(event_starts_to_ignore=[], event_ends_to_ignore=[])
-        self.settings = resolve_settings(settings, fields)
+        self.settings = resolve_settings(settings, fields, denial_error=BudgetExceededError)
         self.model = model
         self.provider = provider
         self._lock = threading.Lock()
@@ -146,20 +156,24 @@ class CyclesCallbackHandler(BaseCallbackHandler):
         data = payload or {}
         error = data.get(EventPayload.EXCEPTION)
         if isinstance(error, BaseException):
-            self._settle_failed(call, error)
+            # Raised, cancelled, or a stream its consumer stopped (GeneratorExit): the kit's
+            # rule releases, or charges the prompt plus the chunks received so far.
+            settle_model_call(
+                call.guard, self.settings, call.request, received=call.received, error=error
+            )
             return
         response = data.get(EventPayload.RESPONSE) or data.get(EventPayload.COMPLETION)
         usage, version = response_usage(response)
-        if usage is None:
-            log.warning("%s reported no usage; committing the estimate", call.model)
-            call.guard.commit(metadata={"actual_source": "estimate", "reason": "no_usage"})
-            return
-        commit_usage(
+        if not call.received:
+            # Not streamed: the whole answer arrived at once.
+            text = response_text(response)
+            call.received.add(text or None)
+        settle_model_call(
             call.guard,
             self.settings,
-            call.model,
-            usage,
-            provider=call.provider,
+            call.request,
+            received=call.received,
+            usage=usage,
             model_version=version,
         )
 
@@ -189,31 +203,3 @@ class CyclesCallbackHandler(BaseCallbackHandler):
         call = _Call(guard, model, self.provider, request, span, track(span))
         with self._lock:
             self._calls[event_id] = call
-
-    def _settle_failed(self, call: _Call, error: BaseException) -> None:
-        progress = call.progress
-        chunks = progress.chunks if progress is not None else 0
-        if not chunks:
-            # Nothing was generated: give the hold back.
-            call.guard.release(f"llm_call_failed: {type(error).__name__}")
-            return
-        # Chunks were streamed (and billed by the provider) before the consumer stopped or the
-        # stream broke, and no usage chunk came: commit the partial usage, counted offline.
-        assert progress is not None
-        call.guard.commit_metadata["partial"] = type(error).__name__
-        commit_usage(
-            call.guard,
-            self.settings,
-            call.model,
-            self._partial_usage(call.request, chunks, progress.text),
-            provider=call.provider,
-        )
-
-    def _partial_usage(self, request: ModelCall, chunks: int, text: str) -> Usage:
-        prices = self.settings.prices
-        if request.messages is not None:
-            inp = prices.count_input_tokens(messages=request.messages)
-        else:
-            inp = prices.count_input_tokens(prompt=request.prompt or "")
-        # At least one token per streamed chunk (providers stream about one token per chunk).
-        return Usage(input_tokens=inp, output_tokens=max(chunks, prices.token_counter(text)))

@@ -8,6 +8,7 @@ from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage
 
+from runcycles_core.plugin import normalize_usage
 from runcycles_core.pricing import Usage
 
 __all__ = [
@@ -80,10 +81,6 @@ def _get(obj: object, key: str) -> Any:
     return getattr(obj, key, None)
 
 
-def _count(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
 def _usage_of(usage: object) -> Usage | None:
     if usage is None:
         return None
@@ -94,23 +91,21 @@ def _usage_of(usage: object) -> Usage | None:
         inp, out = _get(usage, "input_tokens"), _get(usage, "output_tokens")
     if inp is None and out is None:
         return None
-    inp_n, out_n = _count(inp), _count(out)
     in_details = _get(usage, "prompt_tokens_details") or _get(usage, "input_tokens_details")
     out_details = _get(usage, "completion_tokens_details") or _get(usage, "output_tokens_details")
-    cache_read = _count(_get(in_details, "cached_tokens")) or _count(
-        _get(usage, "cache_read_input_tokens")
-    )
-    cache_write = _count(_get(usage, "cache_creation_input_tokens"))
-    if _get(usage, "cache_read_input_tokens") is not None:
-        # Anthropic reports cache reads and writes beside input_tokens, not inside it.
-        inp_n += cache_read + cache_write
-    cache_read = min(cache_read, inp_n)
-    return Usage(
-        input_tokens=inp_n,
-        output_tokens=out_n,
+    cache_read = _get(in_details, "cached_tokens")
+    cache_write = _get(usage, "cache_creation_input_tokens")
+    anthropic_read = _get(usage, "cache_read_input_tokens")
+    if anthropic_read is not None:
+        # Anthropic reports cache reads and writes beside input_tokens, not inside them.
+        cache_read = anthropic_read
+        inp = sum(v for v in (inp, anthropic_read, cache_write) if isinstance(v, int))
+    return normalize_usage(
+        inp,
+        out,
         cache_read_tokens=cache_read,
-        cache_write_tokens=min(cache_write, inp_n - cache_read),
-        reasoning_tokens=min(_count(_get(out_details, "reasoning_tokens")), out_n),
+        cache_write_tokens=cache_write,
+        reasoning_tokens=_get(out_details, "reasoning_tokens"),
     )
 
 

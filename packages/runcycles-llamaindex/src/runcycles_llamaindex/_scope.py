@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from runcycles_core.integration import LEVELS
+from runcycles_core.plugin import LEVELS
 
 __all__ = ["RunScope", "current_scope", "cycles_run"]
 

@@ -11,7 +11,6 @@ abandoned stream is paid for what it generated.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from typing import Any
 
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
@@ -26,19 +25,11 @@ from llama_index.core.instrumentation.span import active_span_id
 # is the package core itself imports it from.
 from llama_index_instrumentation import get_dispatcher
 
-from ._mapping import response_text
+from runcycles_core.plugin import Received
 
-__all__ = ["Progress", "current_span", "track", "untrack"]
+__all__ = ["current_span", "track", "untrack"]
 
-
-@dataclass
-class Progress:
-    chunks: int = 0
-    text: str = ""
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-
-_TRACKED: dict[str, Progress] = {}
+_TRACKED: dict[str, Received] = {}
 _installed = False
 _install_lock = threading.Lock()
 
@@ -52,15 +43,13 @@ class _ChunkCounter(BaseEventHandler):
         if not isinstance(event, (LLMChatInProgressEvent, LLMCompletionInProgressEvent)):
             return
         span = event.span_id
-        progress = _TRACKED.get(span) if span else None
-        if progress is None:
+        received = _TRACKED.get(span) if span else None
+        if received is None:
             return
-        with progress.lock:
-            progress.chunks += 1
-            # Each chunk carries the text so far; keep the longest (the last).
-            text = response_text(event.response)
-            if len(text) >= len(progress.text):
-                progress.text = text
+        # Content chunks only: a closing chunk that carries just the usage is not output.
+        delta = getattr(event.response, "delta", None)
+        if isinstance(delta, str) and delta:
+            received.add(delta)
 
 
 def _install() -> None:
@@ -76,12 +65,13 @@ def current_span() -> str | None:
     return active_span_id.get()
 
 
-def track(span: str | None) -> Progress | None:
-    if not span:
-        return None
-    _install()
-    progress = _TRACKED[span] = Progress()
-    return progress
+def track(span: str | None) -> Received:
+    """A fresh record of what the call tagged ``span`` receives (unrecorded without a span)."""
+    received = Received()
+    if span:
+        _install()
+        _TRACKED[span] = received
+    return received
 
 
 def untrack(span: str | None) -> None:

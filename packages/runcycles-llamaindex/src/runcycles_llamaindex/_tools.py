@@ -12,10 +12,16 @@ from typing import Any
 from llama_index.core.tools import BaseTool, ToolMetadata, ToolOutput
 from llama_index.core.tools.types import AsyncBaseTool, adapt_to_async_tool
 
-from runcycles_core.integration import CyclesSettings, atool_guard, tool_guard
+from runcycles_core.plugin import (
+    CyclesSettings,
+    atool_guard,
+    resolve_settings,
+    tool_guard,
+    uncancellable,
+)
 
+from ._errors import BudgetExceededError
 from ._scope import current_scope
-from ._settings import resolve_settings
 
 __all__ = ["CyclesTool", "cycles_tools"]
 
@@ -38,7 +44,7 @@ class CyclesTool(AsyncBaseTool):
 
     def __init__(self, tool: BaseTool, settings: CyclesSettings | None = None, **fields: Any):
         self.tool = adapt_to_async_tool(tool)
-        self.settings = resolve_settings(settings, fields)
+        self.settings = resolve_settings(settings, fields, denial_error=BudgetExceededError)
 
     @property
     def metadata(self) -> ToolMetadata:
@@ -71,9 +77,10 @@ class CyclesTool(AsyncBaseTool):
         try:
             output = await self.tool.acall(*args, **kwargs)
         except BaseException as exc:
-            await guard.finish(exc)
+            # Settled before a cancellation reaches the caller.
+            await uncancellable(guard.finish(exc))
             raise
-        await guard.commit()
+        await uncancellable(guard.commit())
         return output
 
 
@@ -81,5 +88,5 @@ def cycles_tools(
     tools: Iterable[BaseTool], settings: CyclesSettings | None = None, **fields: Any
 ) -> list[CyclesTool]:
     """Wrap every tool of ``tools`` in a :class:`CyclesTool` sharing one settings object."""
-    resolved = resolve_settings(settings, fields)
+    resolved = resolve_settings(settings, fields, denial_error=BudgetExceededError)
     return [t if isinstance(t, CyclesTool) else CyclesTool(t, resolved) for t in tools]

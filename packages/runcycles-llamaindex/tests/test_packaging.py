@@ -1,0 +1,59 @@
+"""The supported range is declared once and matches the metadata; the public surface is pinned;
+the README quickstart runs as written against a real server."""
+
+from __future__ import annotations
+
+from importlib.metadata import requires, version
+from pathlib import Path
+
+import httpx
+from packaging.requirements import Requirement
+
+import runcycles_llamaindex
+from runcycles_llamaindex import _supported
+from runcycles_testing.readme import quickstart, readme_blocks
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_declared_range_matches_metadata_and_installed_version() -> None:
+    reqs = {Requirement(r).name: Requirement(r) for r in requires("runcycles-llamaindex") or []}
+    declared = Requirement(_supported.REQUIREMENT)
+    assert reqs[declared.name].specifier == declared.specifier
+    assert version(_supported.FRAMEWORK) in declared.specifier
+    assert _supported.OLDEST in declared.specifier
+
+
+def test_public_surface() -> None:
+    assert sorted(runcycles_llamaindex.__all__) == [
+        "BudgetExceededError",
+        "CyclesCallbackHandler",
+        "CyclesSettings",
+        "CyclesTool",
+        "cycles_run",
+        "cycles_tools",
+    ]
+    for name in runcycles_llamaindex.__all__:
+        assert getattr(runcycles_llamaindex, name) is not None
+
+
+def test_readme_quickstart_runs_as_written(tmp_path: Path) -> None:
+    blocks = readme_blocks(README)
+    assert set(blocks) == {"shell", "python"}, "README lost its quickstart markers"
+    assert "CyclesCallbackHandler" in blocks["python"]
+    assert len(blocks["python"].strip().splitlines()) <= 6
+    with quickstart(README, tmp_path, drop_env=("CYCLES_", "OPENAI_")) as q:
+        run = q.run(extra_shell=f"printenv CYCLES_API_KEY > {tmp_path / 'key'}")
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert run.stdout.strip().splitlines()[-1] == "What is the answer?"
+        # The call was reserved and committed: spent > 0, nothing left held.
+        key = (tmp_path / "key").read_text().strip()
+        reply = httpx.get(
+            f"{q.base_url}/v1/balances",
+            params={"tenant": "acme"},
+            headers={"X-Cycles-API-Key": key},
+        )
+        assert reply.status_code == 200, reply.text
+        (acme,) = [b for b in reply.json()["balances"] if b["scope"] == "tenant:acme"]
+        assert acme["spent"]["amount"] > 0
+        assert acme.get("reserved", {"amount": 0})["amount"] == 0
