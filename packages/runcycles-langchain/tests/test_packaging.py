@@ -6,7 +6,6 @@ from __future__ import annotations
 from importlib.metadata import requires, version
 from pathlib import Path
 
-import httpx
 import pytest
 from packaging.requirements import Requirement
 
@@ -47,17 +46,8 @@ def test_readme_quickstart_runs_as_written(tmp_path: Path) -> None:
     assert "CyclesCallbackHandler" in blocks["python"]
     assert len(blocks["python"].strip().splitlines()) <= 7
     with quickstart(README, tmp_path, drop_env=("CYCLES_", "OPENAI_")) as q:
-        run = q.run(extra_shell=f"printenv CYCLES_API_KEY > {tmp_path / 'key'}")
-        assert run.returncode == 0, run.stdout + run.stderr
-        assert run.stdout.strip().splitlines()[-1] == "Hi!"
+        assert q.run_and_check() == "Hi!"
         # The call was reserved and its estimate committed: nothing left held.
-        key = (tmp_path / "key").read_text().strip()
-        reply = httpx.get(
-            f"{q.base_url}/v1/balances",
-            params={"tenant": "acme"},
-            headers={"X-Cycles-API-Key": key},
-        )
-        assert reply.status_code == 200, reply.text
-        (acme,) = [b for b in reply.json()["balances"] if b["scope"] == "tenant:acme"]
-        assert acme["spent"]["amount"] == 50_000
-        assert acme.get("reserved", {"amount": 0})["amount"] == 0
+        spent, reserved = q.balance("acme")
+        assert spent == 50_000
+        assert reserved == 0

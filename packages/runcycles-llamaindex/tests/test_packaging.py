@@ -6,7 +6,6 @@ from __future__ import annotations
 from importlib.metadata import requires, version
 from pathlib import Path
 
-import httpx
 from packaging.requirements import Requirement
 
 import runcycles_llamaindex
@@ -43,17 +42,8 @@ def test_readme_quickstart_runs_as_written(tmp_path: Path) -> None:
     assert "CyclesCallbackHandler" in blocks["python"]
     assert len(blocks["python"].strip().splitlines()) <= 6
     with quickstart(README, tmp_path, drop_env=("CYCLES_", "OPENAI_")) as q:
-        run = q.run(extra_shell=f"printenv CYCLES_API_KEY > {tmp_path / 'key'}")
-        assert run.returncode == 0, run.stdout + run.stderr
-        assert run.stdout.strip().splitlines()[-1] == "What is the answer?"
+        assert q.run_and_check() == "What is the answer?"
         # The call was reserved and committed: spent > 0, nothing left held.
-        key = (tmp_path / "key").read_text().strip()
-        reply = httpx.get(
-            f"{q.base_url}/v1/balances",
-            params={"tenant": "acme"},
-            headers={"X-Cycles-API-Key": key},
-        )
-        assert reply.status_code == 200, reply.text
-        (acme,) = [b for b in reply.json()["balances"] if b["scope"] == "tenant:acme"]
-        assert acme["spent"]["amount"] > 0
-        assert acme.get("reserved", {"amount": 0})["amount"] == 0
+        spent, reserved = q.balance("acme")
+        assert spent > 0
+        assert reserved == 0

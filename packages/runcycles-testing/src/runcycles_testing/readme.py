@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from runcycles_server_lite.config import DEFAULT_PORT
 from runcycles_server_lite.testing import run, spawn, start_timeout, stop_group, wait_ready
 
@@ -64,6 +66,7 @@ class Quickstart:
     workdir: Path
     port: int = DEFAULT_PORT
     _shell: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _api_key: str = field(default="", repr=False)
 
     @property
     def base_url(self) -> str:
@@ -100,6 +103,30 @@ class Quickstart:
             out.read_text(encoding="utf-8", errors="replace"),
             err.read_text(encoding="utf-8", errors="replace"),
         )
+
+    def run_and_check(self, timeout: float | None = None) -> str:
+        """:meth:`run` the quickstart, fail with its output if it did not exit 0, and return
+        its last line of output; :meth:`balance` then reads the ledger with the key it made."""
+        key_file = self.workdir / "quickstart-api-key"
+        done = self.run(extra_shell=f"printenv CYCLES_API_KEY > {key_file}", timeout=timeout)
+        assert done.returncode == 0, done.stdout + done.stderr
+        self._api_key = key_file.read_text(encoding="utf-8").strip()
+        lines = done.stdout.strip().splitlines()
+        return lines[-1] if lines else ""
+
+    def balance(self, tenant: str = "acme") -> tuple[int, int]:
+        """``(spent, reserved)`` of ``tenant``'s own budget, read with the quickstart's API key
+        (after :meth:`run_and_check`)."""
+        assert self._api_key, "run_and_check() first: the API key comes from the quickstart"
+        reply = httpx.get(
+            f"{self.base_url}/v1/balances",
+            params={"tenant": tenant},
+            headers={"X-Cycles-API-Key": self._api_key},
+            timeout=30,
+        )
+        assert reply.status_code == 200, reply.text
+        (own,) = [b for b in reply.json()["balances"] if b["scope"] == f"tenant:{tenant}"]
+        return int(own["spent"]["amount"]), int(own.get("reserved", {"amount": 0})["amount"])
 
     def cli(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
         """Run ``runcycles-server-lite ARGS`` in the quickstart's environment (so against its
