@@ -24,6 +24,38 @@ KNOWN_DIFFERENCES = {
     ),
     # Upstream's per-action notes require amount for every action; its schema leaves it to prose.
     "bulkActionBudgets request: required": "amount is required by every action",
+    # The spec's prose lets subscriptions (and replays) name "custom.*" event types beside its
+    # EventType enum; the server accepts and echoes them, so the contract says "string".
+    **dict.fromkeys(
+        (
+            f"{op_id} {where}event_types[]: enum"
+            for op_id, wheres in (
+                ("createWebhookSubscription", ("request.", "201.subscription.")),
+                ("createTenantWebhook", ("request.", "201.subscription.")),
+                ("updateWebhookSubscription", ("request.", "200.")),
+                ("updateTenantWebhook", ("request.", "200.")),
+                ("getWebhookSubscription", ("200.",)),
+                ("getTenantWebhook", ("200.",)),
+                ("listWebhookSubscriptions", ("200.subscriptions[].",)),
+                ("listTenantWebhooks", ("200.subscriptions[].",)),
+                ("replayEvents", ("request.",)),
+            )
+            for where in wheres
+        ),
+        "custom.* event types (the spec's extension rule) are accepted and echoed",
+    ),
+    # Every event the server emits names who caused it (system when nobody did).
+    **dict.fromkeys(
+        (
+            f"{op_id} 200.{where}actor: required"
+            for op_id, where in (
+                ("listEvents", "events[]."),
+                ("listTenantEvents", "events[]."),
+                ("getEvent", ""),
+            )
+        ),
+        "every emitted event has an actor type",
+    ),
 }
 
 

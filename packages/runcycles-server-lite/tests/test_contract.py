@@ -11,9 +11,10 @@ from contract_support import conforms, response_schema, violations
 from jsonschema import Draft202012Validator
 from runtime_support import ACTION, UNIT, TenantFactory, amount, key, mk
 
-from runcycles_server_lite import Settings, admin, create_app, runtime
+from runcycles_server_lite import Settings, admin, create_app, events_api, runtime
 from runcycles_server_lite.contract import OPENAPI_PATH, OPERATIONS, openapi_document
 from runcycles_server_lite.testing import ServerHandle
+from runcycles_server_lite.webhooks import api as webhooks_api
 
 __all__ = ["mk"]  # the fixture, re-exported for pytest
 
@@ -33,7 +34,8 @@ def test_admin_only_app_serves_it_too() -> None:
 
 def test_operations_are_exactly_the_routes_served() -> None:
     served = set()
-    for route in [*runtime.routes(), *admin.routes()]:
+    routes = [*runtime.routes(), *admin.routes(), *events_api.routes(), *webhooks_api.routes()]
+    for route in routes:
         for method in route.methods or ():  # type: ignore[attr-defined]
             if method != "HEAD":
                 served.add((method.lower(), route.path))  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ only the ``conformance`` session compares it with the upstream protocol files.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -26,10 +27,13 @@ from starlette.responses import Response
 
 from . import admin_models as am
 from . import admin_responses as ar
+from . import event_responses as er
 from . import models as rm
 from . import policies
 from . import responses as rr
 from .http import JSONResponse
+from .webhooks import models as wm
+from .webhooks import responses as wr
 
 OPENAPI_PATH = "/openapi.json"
 REF = "#/components/schemas/{model}"
@@ -104,6 +108,22 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "AuditLogEntry": ar.AuditLogEntry,
     "AuditLogListResponse": ar.AuditLogListResponse,
     "AdminOverviewResponse": ar.AdminOverviewResponse,
+    # admin plane: events and webhooks
+    "Event": er.Event,
+    "EventListResponse": er.EventListResponse,
+    "WebhookRetryPolicy": wm.RetryPolicy,
+    "WebhookThresholdConfig": wm.ThresholdConfig,
+    "WebhookCreateRequest": wm.WebhookCreate,
+    "WebhookUpdateRequest": wm.WebhookUpdate,
+    "WebhookSubscription": wr.WebhookSubscription,
+    "WebhookCreateResponse": wr.WebhookCreateResponse,
+    "WebhookListResponse": wr.WebhookListResponse,
+    "WebhookDelivery": wr.WebhookDelivery,
+    "WebhookDeliveryListResponse": wr.WebhookDeliveryListResponse,
+    "WebhookTestResponse": wr.WebhookTestResponse,
+    "WebhookSecurityConfig": wm.SecurityConfig,
+    "ReplayRequest": wm.ReplayRequest,
+    "ReplayResponse": wr.ReplayResponse,
 }
 
 
@@ -122,7 +142,10 @@ class Operation:
 
     @property
     def admin_plane(self) -> bool:
-        return self.path.startswith(("/v1/admin", "/v1/auth"))
+        """Specified by the governance admin spec, so answering its error shape: every
+        ``/v1/admin`` and ``/v1/auth`` route, and the tenant-facing webhook and event reads
+        (``/v1/webhooks``, ``GET /v1/events``), tagged ``admin`` too."""
+        return "admin" in self.tags
 
 
 def _runtime(
@@ -144,13 +167,115 @@ def _admin(
     path: str,
     op_id: str,
     request: str | None,
-    ok: dict[int, str],
+    ok: Mapping[int, str | None],
     errors: tuple[int, ...] = (),
     security: tuple[str, ...] = (ADMIN_KEY,),
 ) -> Operation:
     statuses: dict[int, str | None] = dict(ok)
     statuses.update(dict.fromkeys((400, 401, 403, *errors, 500), "AdminErrorResponse"))
     return Operation(method, path, op_id, security, request, statuses, ("admin",))
+
+
+def _webhook_and_event_operations() -> tuple[Operation, ...]:
+    """Events and webhooks: the admin key on ``/v1/admin/...``; the tenant-facing routes
+    (``/v1/webhooks``, ``GET /v1/events``) take a tenant key, most of them the admin key too."""
+    aw, asub = "/v1/admin/webhooks", "/v1/admin/webhooks/{subscription_id}"
+    tw, tsub = "/v1/webhooks", "/v1/webhooks/{subscription_id}"
+    sec = "/v1/admin/config/webhook-security"
+    dual = (API_KEY, ADMIN_KEY)
+    sub_ok = {200: "WebhookSubscription"}
+    return (
+        _admin(
+            "post",
+            aw,
+            "createWebhookSubscription",
+            "WebhookCreateRequest",
+            {201: "WebhookCreateResponse"},
+            (404, 409),
+        ),
+        _admin("get", aw, "listWebhookSubscriptions", None, {200: "WebhookListResponse"}),
+        _admin("get", asub, "getWebhookSubscription", None, sub_ok, (404,)),
+        _admin(
+            "patch", asub, "updateWebhookSubscription", "WebhookUpdateRequest", sub_ok, (404, 409)
+        ),
+        _admin("delete", asub, "deleteWebhookSubscription", None, {204: None}, (404,)),
+        _admin(
+            "post",
+            asub + "/test",
+            "testWebhookSubscription",
+            None,
+            {200: "WebhookTestResponse"},
+            (404, 409),
+        ),
+        _admin(
+            "get",
+            asub + "/deliveries",
+            "listWebhookDeliveries",
+            None,
+            {200: "WebhookDeliveryListResponse"},
+            (404,),
+        ),
+        _admin(
+            "post",
+            asub + "/replay",
+            "replayEvents",
+            "ReplayRequest",
+            {202: "ReplayResponse"},
+            (404, 409),
+        ),
+        _admin("get", sec, "getWebhookSecurityConfig", None, {200: "WebhookSecurityConfig"}),
+        _admin(
+            "put",
+            sec,
+            "updateWebhookSecurityConfig",
+            "WebhookSecurityConfig",
+            {200: "WebhookSecurityConfig"},
+        ),
+        _admin("get", "/v1/admin/events", "listEvents", None, {200: "EventListResponse"}),
+        _admin("get", "/v1/admin/events/{event_id}", "getEvent", None, {200: "Event"}, (404,)),
+        _admin(
+            "post",
+            tw,
+            "createTenantWebhook",
+            "WebhookCreateRequest",
+            {201: "WebhookCreateResponse"},
+            (409,),
+            (API_KEY,),
+        ),
+        _admin("get", tw, "listTenantWebhooks", None, {200: "WebhookListResponse"}, (), dual),
+        _admin("get", tsub, "getTenantWebhook", None, sub_ok, (404,), dual),
+        _admin(
+            "patch", tsub, "updateTenantWebhook", "WebhookUpdateRequest", sub_ok, (404, 409), dual
+        ),
+        _admin("delete", tsub, "deleteTenantWebhook", None, {204: None}, (404,), dual),
+        _admin(
+            "post",
+            tsub + "/test",
+            "testTenantWebhook",
+            None,
+            {200: "WebhookTestResponse"},
+            (404, 409),
+            dual,
+        ),
+        _admin(
+            "get",
+            tsub + "/deliveries",
+            "listTenantWebhookDeliveries",
+            None,
+            {200: "WebhookDeliveryListResponse"},
+            (404,),
+            dual,
+        ),
+        _admin(
+            "get",
+            "/v1/events",
+            "listTenantEvents",
+            None,
+            {200: "EventListResponse"},
+            (),
+            (API_KEY,),
+        ),
+    )
 
 
 R = "/v1/reservations"
@@ -349,6 +474,7 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     _admin("get", "/v1/admin/audit/logs", "listAuditLogs", None, {200: "AuditLogListResponse"}),
     _admin("get", "/v1/admin/overview", "getAdminOverview", None, {200: "AdminOverviewResponse"}),
+    *_webhook_and_event_operations(),
 )
 
 

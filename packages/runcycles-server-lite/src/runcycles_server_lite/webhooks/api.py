@@ -311,7 +311,7 @@ async def replay(request: Request) -> Response:
     token = secrets.token_hex(8)
     if not await store.redis.set(lock, token, nx=True, px=REPLAY_LOCK_MS):
         raise ProtocolError(
-            "INVALID_REQUEST", "a replay to this subscription is in progress", status=409
+            "REPLAY_IN_PROGRESS", "a replay to this subscription is in progress", status=409
         )
     try:
         selected = await _select(svc, record, lo, hi, req)

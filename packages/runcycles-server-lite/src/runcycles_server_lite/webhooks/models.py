@@ -19,12 +19,27 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    WithJsonSchema,
 )
 
 from runcycles_server_lite import events
 
 Category = Literal["budget", "tenant", "api_key", "policy", "reservation", "system", "webhook"]
-Ratio = Annotated[StrictFloat | StrictInt, Field(ge=0.0, le=1.0)]
+# An int stays an int on the wire (so a stored 2 renders as 2), but the JSON Schema is the
+# spec's plain ``number`` (which integers are), not pydantic's anyOf of the two.
+Ratio = Annotated[
+    StrictFloat | StrictInt,
+    Field(ge=0.0, le=1.0),
+    WithJsonSchema({"type": "number", "minimum": 0.0, "maximum": 1.0}),
+]
+Multiplier = Annotated[
+    StrictFloat | StrictInt,
+    Field(ge=1.0, le=10.0),
+    WithJsonSchema({"type": "number", "minimum": 1.0, "maximum": 10.0}),
+]
+BurnRate = Annotated[
+    StrictFloat | StrictInt, Field(ge=1.5), WithJsonSchema({"type": "number", "minimum": 1.5})
+]
 
 
 def _event_type(value: str) -> str:
@@ -45,7 +60,7 @@ class RetryPolicy(_Wire):
 
     max_retries: Annotated[StrictInt, Field(ge=0, le=10)] = 5
     initial_delay_ms: Annotated[StrictInt, Field(ge=100, le=60_000)] = 1000
-    backoff_multiplier: Annotated[StrictFloat | StrictInt, Field(ge=1.0, le=10.0)] = 2.0
+    backoff_multiplier: Multiplier = 2.0
     max_delay_ms: Annotated[StrictInt, Field(ge=1000, le=3_600_000)] = 60_000
 
 
@@ -53,7 +68,7 @@ class ThresholdConfig(_Wire):
     """WebhookThresholdConfig."""
 
     budget_utilization: list[Ratio] | None = None
-    burn_rate_multiplier: Annotated[StrictFloat | StrictInt, Field(ge=1.5)] | None = None
+    burn_rate_multiplier: BurnRate | None = None
     burn_rate_window_seconds: Annotated[StrictInt, Field(ge=60, le=86_400)] | None = None
     denial_rate_threshold: Ratio | None = None
     expiry_rate_threshold: Ratio | None = None

@@ -122,7 +122,9 @@ def wire(record: Mapping[str, str]) -> dict[str, Any]:
     }
     if cats:
         out["event_categories"] = cats
-    for name in ("name", "description", "scope_filter"):
+    # description is kept but not read back: the spec's WebhookSubscription has no such
+    # field (and forbids extra ones).
+    for name in ("name", "scope_filter"):
         if record.get(name):
             out[name] = record[name]
     thresholds = _loads(record.get("thresholds"), None)
