@@ -202,12 +202,35 @@ def event_id(tenant: str, entry_id: str) -> str:
     return f"evt_{tenant}_{entry_id}"
 
 
+# Redis stream entry ids are two unsigned 64-bit parts; a larger one is a Redis error.
+_MAX_PART = 2**64 - 1
+_ENTRY_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+
+
+def valid_entry_id(value: str) -> bool:
+    """``value`` is a stream entry id Redis accepts (``<ms>-<seq>``, each a u64)."""
+    m = _ENTRY_ID.match(value)
+    if m is None:
+        return False
+    return int(m.group(1)) <= _MAX_PART and int(m.group(2)) <= _MAX_PART
+
+
+def stream_window(lo: int | None, hi: int | None) -> tuple[str, str] | None:
+    """XRANGE bounds of the millisecond window [lo, hi] (None = open), or None when it holds
+    no entry id at all (it ends before the epoch): Redis rejects negative ids."""
+    if hi is not None and hi < 0:
+        return None
+    low = "-" if lo is None else str(max(lo, 0))
+    return low, ("+" if hi is None else str(hi))
+
+
 def parse_event_id(value: str) -> tuple[str, str] | None:
     """(tenant, stream entry id) of one of our event ids, or None."""
     m = _EVENT_ID.match(value)
     if not m:
         return None
-    return m.group(1), f"{m.group(2)}-{m.group(3)}"
+    entry = f"{m.group(2)}-{m.group(3)}"
+    return (m.group(1), entry) if valid_entry_id(entry) else None
 
 
 def entry_ms(entry_id: str) -> int:

@@ -176,8 +176,10 @@ async def _read(
     """Matching rows of one tenant's stream in page order, from ``start`` (an entry id,
     inclusive) or the window's edge; at most ``want`` (None = the whole window)."""
     key = store.keys.events(tenant)
-    low = "-" if q.lo is None else str(q.lo)
-    high = "+" if q.hi is None else str(q.hi)
+    window = events.stream_window(q.lo, q.hi)
+    if window is None:
+        return []
+    low, high = window
     if start is not None:
         if desc:
             high = start
@@ -235,6 +237,8 @@ async def _list(request: Request, q: EventQuery) -> Response:
         if cur.get("b") != binding:
             raise invalid("cursor was issued for a different filter or sort")
         if not isinstance(sid, str) or not isinstance(tenant, str):
+            raise invalid("cursor is malformed")
+        if not events.valid_entry_id(sid):
             raise invalid("cursor is malformed")
         try:
             after = _order(sid, tenant)

@@ -351,9 +351,11 @@ async def _select(
     wanted = set(req.event_types or [])
     scanned = 0
     out: list[tuple[int, int, str, str, dict[str, Any]]] = []
+    window = events.stream_window(lo, hi)
+    if window is None:
+        return []
     for stream in streams:
-        low = "-" if lo is None else str(lo)
-        high = "+" if hi is None else str(hi)
+        low, high = window
         while True:
             chunk = await store.redis.xrange(store.keys.events(stream), low, high, count=500)
             scanned += len(chunk)
