@@ -1,6 +1,6 @@
 """Task runner for the runcycles monorepo.
 
-``python -m nox`` runs lint, type checks and every package's tests (what CI runs).
+``python -m nox`` runs lint, type checks and every package's tests, side by side (what CI runs).
 ``python -m nox -s serve`` starts server-lite on the embedded store.
 ``python -m nox -s demo`` runs the runaway-agent demo.
 ``python -m nox -s bench`` runs the benchmarks (not part of the default run).
@@ -33,22 +33,28 @@ import nox
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_venv = "yes"
 nox.options.error_on_external_run = True
+# Independent sessions run side by side, each in its own nox subprocess with its output printed
+# as a block when it finishes: a session spends much of its time waiting on the servers and
+# Redis its tests start, so even two CPUs finish far sooner than one session at a time.
+# `python3 -m nox -j 1` runs them one by one. Longest first, so the run ends when they all do.
+nox.options.parallel = "auto"
+nox.options.allow_parallel = True
 nox.options.sessions = [
-    "lint",
-    "typecheck",
     "server",
     "core",
-    "testing",
-    "e2e",
-    "langchain(oldest)",
-    "langchain(latest)",
+    "crewai(latest)",
+    "crewai(oldest)",
     "openai_agents(oldest)",
     "openai_agents(latest)",
     "llamaindex(oldest)",
     "llamaindex(latest)",
-    "crewai(oldest)",
-    "crewai(latest)",
     "demo_tests",
+    "langchain(latest)",
+    "langchain(oldest)",
+    "e2e",
+    "testing",
+    "typecheck",
+    "lint",
 ]
 
 ROOT = Path(__file__).resolve().parent
@@ -314,8 +320,10 @@ def testing(session: nox.Session) -> None:
 @nox.session
 @nox.parametrize("bound", ["oldest", "latest"], ids=["oldest", "latest"])
 def openai_agents(session: nox.Session, bound: str) -> None:
-    """runcycles-openai-agents on both ends of its supported openai-agents range (its own venv:
-    openai-agents needs openai >= 3, which other frameworks' plugins cannot share)."""
+    """runcycles-openai-agents on both ends of its supported openai-agents range.
+
+    Its own venv: openai-agents needs openai >= 3, which other frameworks' plugins cannot share.
+    """
     env = f"openai-agents-{bound}"
     _install(session, env)
     _mypy(
@@ -330,8 +338,11 @@ def openai_agents(session: nox.Session, bound: str) -> None:
 @nox.session
 @nox.parametrize("bound", ["oldest", "latest"], ids=["oldest", "latest"])
 def crewai(session: nox.Session, bound: str) -> None:
-    """runcycles-crewai on both ends of its supported crewai range (its own venv: crewai needs
-    openai < 3, which openai-agents cannot share). CrewAI's telemetry and tracing stay off."""
+    """runcycles-crewai on both ends of its supported crewai range.
+
+    Its own venv: crewai needs openai < 3, which openai-agents cannot share. CrewAI's telemetry
+    and tracing stay off.
+    """
     env = f"crewai-{bound}"
     _install(session, env)
     session.env.update(
@@ -362,8 +373,10 @@ def langchain(session: nox.Session, bound: str) -> None:
 @nox.session
 @nox.parametrize("bound", ["oldest", "latest"], ids=["oldest", "latest"])
 def llamaindex(session: nox.Session, bound: str) -> None:
-    """runcycles-llamaindex on both ends of its supported llama-index-core range (its own
-    venv: llama-index-core brings nltk, numpy and its workflow packages)."""
+    """runcycles-llamaindex on both ends of its supported llama-index-core range.
+
+    Its own venv: llama-index-core brings nltk, numpy and its workflow packages.
+    """
     env = f"llamaindex-{bound}"
     _install(session, env)
     _mypy(
@@ -377,8 +390,10 @@ def llamaindex(session: nox.Session, bound: str) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The runaway-agent demo, the README's first command (extra args go to ``runcycles-demo``,
-    e.g. ``-- --duration 10 --budget 0.50 --no-live``)."""
+    """The runaway-agent demo, the README's first command.
+
+    Extra args go to ``runcycles-demo``, e.g. ``-- --duration 10 --budget 0.50 --no-live``.
+    """
     _install(session, "demo")
     session.run("runcycles-demo", *session.posargs)
 
@@ -400,10 +415,12 @@ def e2e(session: nox.Session) -> None:
 
 @nox.session
 def conformance(session: nox.Session) -> None:
-    """The project's contract, client and live server against the upstream Cycles spec (not in
-    the default run; .ci/run calls it): contract parity, core's models, schemathesis over both
-    specs, the client-recovery runner. conformance/upstream.py says where the spec folder is
-    looked for (an environment variable, with a default beside the clone)."""
+    """The project's contract, client and live server against the upstream Cycles spec.
+
+    Not in the default run; .ci/run calls it. Contract parity, core's models, schemathesis
+    over both specs, the client-recovery runner. conformance/upstream.py says where the spec
+    folder is looked for (an environment variable, with a default beside the clone).
+    """
     _install(session, "conformance")
     _pytest(session, "conformance")
 
@@ -415,20 +432,25 @@ def serve(session: nox.Session) -> None:
     session.run("runcycles-server-lite", *session.posargs)
 
 
-@nox.session
+@nox.session(allow_parallel=False)  # timings need the machine to themselves
 def bench(session: nox.Session) -> None:
-    """Benchmarks: server throughput and latency, client overhead, memory (not in the default
-    run; extra args go to ``python -m bench.run``, e.g. ``-- --quick`` or ``-- --profile``)."""
+    """Benchmarks: server throughput and latency, client overhead, memory.
+
+    Not in the default run. Extra args go to ``python -m bench.run``, e.g. ``-- --quick`` or
+    ``-- --profile``.
+    """
     _install(session, "bench")
     session.run("python", "-m", "bench.run", *session.posargs)
 
 
 @nox.session(venv_backend="none")
 def lock(session: nox.Session) -> None:
-    """Resolve every install set in ENVS (or those named: ``-- langchain-latest``) to exact
-    versions for every supported Python, written to ``locks/<env>.txt``; also ``locks/nox.txt``,
-    the pinned nox and uv that the README's commands install. Review the diff, run the
-    sessions, commit: that is how an upstream release reaches CI."""
+    """Resolve the install sets in ENVS to exact versions, written to ``locks/<env>.txt``.
+
+    Every set, or those named (``-- langchain-latest``), for every supported Python; also
+    ``locks/nox.txt``, the pinned nox and uv that the README's commands install. Review the
+    diff, run the sessions, commit: that is how an upstream release reaches CI.
+    """
     names = session.posargs or [*ENVS, "nox"]
     unknown = [n for n in names if n not in ENVS and n != "nox"]
     if unknown:

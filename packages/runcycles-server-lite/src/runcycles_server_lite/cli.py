@@ -13,13 +13,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-
-from starlette.applications import Starlette
+from typing import TYPE_CHECKING
 
 from . import logs
 from .config import DEFAULT_PORT, Settings, default_data_dir
-from .embedded import EmbeddedRedis
 from .keys import UNITS
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from .embedded import EmbeddedRedis
 
 log = logging.getLogger("runcycles_server_lite.cli")
 
@@ -200,6 +203,8 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     logs.configure(settings.log_level, _log_format(settings))
+    from .embedded import EmbeddedRedis
+
     embedded: EmbeddedRedis | None = None
     if not settings.redis_url:
         embedded = EmbeddedRedis(settings.data_dir or default_data_dir()).start()
