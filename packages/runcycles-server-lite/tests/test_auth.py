@@ -211,3 +211,12 @@ def test_store_down_is_503_on_both_planes(tmp_path_factory: pytest.TempPathFacto
             for r in cases:
                 assert r.status_code == 503, (r.request.url, r.text)
                 assert r.headers.get("retry-after") == "1"
+            # /metrics still answers, says the store is down and counts the failures.
+            scraped = http.get("/metrics")
+            assert scraped.status_code == 200
+            assert "cycles_store_up 0.0" in scraped.text
+            assert "cycles_scopes_over_limit" not in scraped.text
+            errors = [
+                ln for ln in scraped.text.splitlines() if ln.startswith("cycles_store_errors_total")
+            ]
+            assert errors and float(errors[0].split()[-1]) >= len(cases)

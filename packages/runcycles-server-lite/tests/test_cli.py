@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from runcycles_server_lite.testing import (
     group_members,
@@ -148,6 +149,7 @@ def test_serve_prints_a_working_admin_key_and_stops_cleanly_on_sigterm(served: S
     stores = children(served.proc.pid, "redis-server")
     assert len(stores) == 1
     workers = children(served.proc.pid, "python") + children(served.proc.pid, "python3")
+    metrics_dir = _check_metrics_sum_over_workers(served.url, workers)
     served.proc.send_signal(signal.SIGTERM)
     assert served.proc.wait(start_timeout(30)) == 0
     deadline = time.monotonic() + start_timeout(10)
@@ -155,6 +157,35 @@ def test_serve_prints_a_working_admin_key_and_stops_cleanly_on_sigterm(served: S
         time.sleep(0.05)
     assert not alive(stores[0]), "the embedded redis-server outlived the server"
     assert not any(map(alive, workers)), "a worker outlived the server"
+    if metrics_dir is not None:
+        assert not metrics_dir.exists(), "the multiprocess metrics folder was left behind"
+
+
+def _check_metrics_sum_over_workers(url: str, workers: list[int]) -> Path | None:
+    """Every scrape reports the six creates and six reads above, whichever worker answers;
+    with two workers, both wrote counters to the shared multiprocess folder."""
+    for _ in range(4):
+        text = httpx.get(f"{url}/metrics").text  # a fresh connection each time
+        counts = {
+            (s.labels["route"], s.labels["method"], s.labels["status"]): s.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "cycles_http_requests"
+            for s in family.samples
+            if s.name == "cycles_http_requests_total"
+        }
+        assert counts[("/v1/admin/tenants", "POST", "201")] == 6
+        assert counts[("/v1/admin/tenants/{tenant_id}", "GET", "200")] == 6
+    if len(workers) < 2:
+        return None
+    for _ in range(30):  # fresh connections, so the kernel hands some to each worker
+        assert httpx.get(f"{url}/healthz").status_code == 200
+    env = Path(f"/proc/{workers[0]}/environ").read_bytes().split(b"\0")
+    found = [e.split(b"=", 1)[1] for e in env if e.startswith(b"PROMETHEUS_MULTIPROC_DIR=")]
+    assert found, "workers run without prometheus-client's multiprocess folder"
+    folder = Path(found[0].decode())
+    writers = {p.stem.rsplit("_", 1)[-1] for p in folder.glob("counter_*.db")}
+    assert len(writers) >= 2, f"only {writers} wrote counters: the requests reached one worker"
+    return folder
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from runtime_support import ACTION, amount
 from webhook_support import closed_port_url, receiver
 
@@ -430,6 +431,17 @@ def test_restart_resumes_pending_and_the_lease_keeps_one_dispatcher(
         until(srv, lambda: len(rx.received) == 1)
 
 
+def delivered(server: ServerHandle) -> float:
+    """Successful deliveries in /metrics (servers in one process share the counters)."""
+    text = httpx.get(f"{server.base_url}/metrics").text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name, labels = sample.name, sample.labels
+            if name == "cycles_webhook_deliveries_total" and labels == {"outcome": "SUCCESS"}:
+                return sample.value
+    return 0.0
+
+
 def test_background_dispatcher_delivers(tmp_path_factory: pytest.TempPathFactory) -> None:
     with contextlib.ExitStack() as stack:
         s = stack.enter_context(
@@ -441,9 +453,15 @@ def test_background_dispatcher_delivers(tmp_path_factory: pytest.TempPathFactory
         t = T(s, {"": 10})
         stack.callback(t.http.close)
         t.hook(rx.url)
+        delivered_before = delivered(s)
         t.reserve(50)
         deadline = time.monotonic() + 15
         while not rx.received:
             assert time.monotonic() < deadline, "the background dispatcher delivered nothing"
             time.sleep(0.05)
         assert rx.received[0].event["event_type"] == "reservation.denied"
+        # The dispatcher's outcome reaches /metrics (it is recorded just after the receiver
+        # answered, so poll).
+        while delivered(s) <= delivered_before:
+            assert time.monotonic() < deadline, "the delivery never showed up in /metrics"
+            time.sleep(0.05)

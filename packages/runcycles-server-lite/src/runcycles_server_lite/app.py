@@ -18,6 +18,7 @@ from .auth import Authenticator
 from .config import Settings
 from .contract import OPENAPI_PATH, serve_openapi
 from .http import JSONResponse, TraceMiddleware, http_exception_handler
+from .metrics import METRICS_PATH, MetricsMiddleware, metrics_endpoint
 from .services import Services, services
 from .store import Store
 from .webhooks import api as webhooks_api
@@ -52,6 +53,7 @@ def health_routes() -> list[BaseRoute]:
         Route("/readyz", readiness, methods=["GET"]),
         Route("/healthz", liveness, methods=["GET"]),
         Route(OPENAPI_PATH, serve_openapi, methods=["GET"]),
+        Route(METRICS_PATH, metrics_endpoint, methods=["GET"]),
     ]
 
 
@@ -98,7 +100,7 @@ def create_app(settings: Settings, *, admin_only: bool = False) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(TraceMiddleware)],
+        middleware=[Middleware(MetricsMiddleware), Middleware(TraceMiddleware)],
         exception_handlers={HTTPException: http_exception_handler},
         lifespan=lifespan,
     )

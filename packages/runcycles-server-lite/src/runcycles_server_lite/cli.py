@@ -6,8 +6,10 @@ import argparse
 import logging
 import os
 import secrets
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -218,6 +220,7 @@ def serve(settings: Settings) -> int:
     elif not settings.admin_api_key:
         log.warning("ADMIN_API_KEY is not set: the admin plane will refuse every request")
     _export(settings)
+    metrics_dir = _metrics_dir(settings.workers)
     base = f"http://{settings.host}:{settings.port}"
     store_desc = f"embedded store in {settings.data_dir}" if embedded else settings.redis_url
     print(f"runcycles-server-lite serving {base} ({store_desc})")
@@ -258,7 +261,25 @@ def serve(settings: Settings) -> int:
             admin_server.stop()
         if embedded is not None:
             embedded.stop()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _metrics_dir(workers: int) -> str | None:
+    """With several workers, point prometheus-client's multiprocess mode at a fresh folder
+    (each worker writes its counters there; a scrape of any worker sums them). Returns the
+    folder to remove at exit, or None (one process, or a folder the operator chose)."""
+    if workers <= 1:
+        return None
+    chosen = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    path = chosen or tempfile.mkdtemp(prefix="runcycles-metrics-")
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):  # a previous run's counts would add to this run's
+        if name.endswith(".db"):
+            os.remove(os.path.join(path, name))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return None if chosen else path
 
 
 def _exit_on_signal(signum: int, frame: FrameType | None) -> None:

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import ProtocolError, invalid, unavailable
 from .logs import request_context
+from .metrics import STORE_ERRORS
 
 log = logging.getLogger("runcycles_server_lite.http")
 
@@ -176,6 +177,7 @@ def _as_protocol_error(
     if isinstance(exc, ProtocolError):
         return exc
     if isinstance(exc, (redis_errors.ConnectionError, redis_errors.TimeoutError)):
+        STORE_ERRORS.inc()
         log.warning(
             "store unavailable on %s %s: %s",
             scope.get("method"),

@@ -32,7 +32,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from . import auth as perms
-from . import events
+from . import events, metrics
 from .errors import ProtocolError, invalid
 from .http import JSONResponse, raw_json_response, read_json, request_ids
 from .keys import SUBJECT_LEVELS, UNITS
@@ -181,7 +181,9 @@ async def create_reservation(request: Request) -> Response:
         *scopes,
         events.context(tenant),
     ]
-    return _script_result(await svc.store.run("reserve", keys, args))
+    reply = await svc.store.run("reserve", keys, args)
+    metrics.record_decision("reserve", reply)
+    return _script_result(reply)
 
 
 async def decide(request: Request) -> Response:
@@ -208,7 +210,9 @@ async def decide(request: Request) -> Response:
         str(len(scopes)),
         *scopes,
     ]
-    return _script_result(await svc.store.run("decide", keys, args))
+    reply = await svc.store.run("decide", keys, args)
+    metrics.record_decision("decide", reply)
+    return _script_result(reply)
 
 
 async def create_event(request: Request) -> Response:
@@ -248,7 +252,9 @@ async def create_event(request: Request) -> Response:
         *scopes,
         events.context(tenant),
     ]
-    return _script_result(await svc.store.run("event", keys, args))
+    reply = await svc.store.run("event", keys, args)
+    metrics.record_decision("event", reply)
+    return _script_result(reply)
 
 
 # -- commit / release / extend ----------------------------------------------------------------
@@ -280,7 +286,9 @@ async def commit_reservation(request: Request) -> Response:
         str(svc.settings.finalized_retention_ms),
         events.context(tenant),
     ]
-    return _script_result(await svc.store.run("commit", keys, args))
+    reply = await svc.store.run("commit", keys, args)
+    metrics.record_settlement("committed", reply)
+    return _script_result(reply)
 
 
 async def release_reservation(request: Request) -> Response:
@@ -325,7 +333,9 @@ async def release_reservation(request: Request) -> Response:
         str(svc.settings.finalized_retention_ms),
         events.context(tenant, actor=events.Actor("admin_on_behalf_of") if as_admin else None),
     ]
-    return _script_result(await svc.store.run("release", keys, args))
+    reply = await svc.store.run("release", keys, args)
+    metrics.record_settlement("released", reply)
+    return _script_result(reply)
 
 
 async def extend_reservation(request: Request) -> Response:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from . import events
 from ._periodic import Periodic
 from .config import Settings
+from .metrics import SETTLEMENTS
 from .store import Store
 
 log = logging.getLogger("runcycles_server_lite.sweeper")
@@ -133,6 +134,8 @@ class Sweeper:
             return False
         expired, skipped, quarantined, missing = (int(x) for x in result)
         stats.expired += expired
+        if expired:
+            SETTLEMENTS.labels("expired").inc(expired)
         stats.skipped += skipped
         stats.quarantined += quarantined
         stats.missing += missing

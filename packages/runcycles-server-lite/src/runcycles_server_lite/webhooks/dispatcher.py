@@ -33,6 +33,7 @@ from runcycles_server_lite import events
 from runcycles_server_lite._periodic import Periodic
 from runcycles_server_lite.config import Settings
 from runcycles_server_lite.events_api import find_event
+from runcycles_server_lite.metrics import WEBHOOK_DELIVERIES
 from runcycles_server_lite.store import Store
 
 from . import deliveries as dl
@@ -260,6 +261,7 @@ class Dispatcher:
         if attempts <= policy.max_retries:
             due = now + backoff_ms(policy, attempts)
             result |= {"status": "RETRYING", "next_retry_at": str(due)}
+            WEBHOOK_DELIVERIES.labels("RETRYING").inc()
             async with store.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(dkey, mapping=result)
                 pipe.hdel(dkey, "completed_at")
@@ -286,6 +288,7 @@ class Dispatcher:
         store = self.store
         dkey = dl.delivery_key(store, owner, did)
         fields = {**(extra or {}), "status": status, "completed_at": str(now)}
+        WEBHOOK_DELIVERIES.labels(status).inc()
         if error is not None:
             fields["error_message"] = error
         async with store.redis.pipeline(transaction=True) as pipe:
