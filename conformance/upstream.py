@@ -51,7 +51,6 @@ def load(name: str) -> dict[str, Any]:
 # This is the one list the whole suite excludes by: remove an id when its route lands and the
 # parity test and schemathesis cover it from then on (the parity test fails while an
 # implemented operation is still listed here).
-_WEBHOOK_BULK = "webhook bulk actions are not implemented yet (issue 12)"
 _EVIDENCE = "signed evidence is not served (no evidence signer in server-lite)"
 NOT_IMPLEMENTED: dict[str, dict[str, str]] = {
     RUNTIME_SPEC: {
@@ -59,7 +58,6 @@ NOT_IMPLEMENTED: dict[str, dict[str, str]] = {
         "getEvidenceJwks": _EVIDENCE,
     },
     ADMIN_SPEC: {
-        "bulkActionWebhooks": _WEBHOOK_BULK,
         # Same method and path as the runtime spec's getBalances, which is what /v1/balances
         # serves (checked under cycles-protocol-v0.yaml); one path cannot answer both shapes.
         "getBalances": "GET /v1/balances serves the runtime plane's getBalances",

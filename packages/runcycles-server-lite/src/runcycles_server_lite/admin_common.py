@@ -9,7 +9,7 @@ import binascii
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import Request
@@ -25,6 +25,9 @@ from .errors import ProtocolError, invalid
 from .http import JSONResponse, raw_json_response, read_json
 from .keys import UNITS
 from .services import Services, services
+
+if TYPE_CHECKING:
+    from .webhooks.models import WebhookBulkAction
 
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 50
@@ -311,7 +314,7 @@ BULK_IDEMPOTENCY_TTL_MS = 15 * 60 * 1000
 async def replayable_bulk(
     svc: Services,
     endpoint: str,
-    req: TenantBulkAction | BudgetBulkAction,
+    req: TenantBulkAction | BudgetBulkAction | WebhookBulkAction,
     run: Callable[[], Awaitable[dict[str, Any]]],
 ) -> Response:
     """Run a bulk action once per idempotency key: a repeat within 15 minutes replays the

@@ -116,6 +116,9 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "WebhookCreateRequest": wm.WebhookCreate,
     "WebhookUpdateRequest": wm.WebhookUpdate,
     "WebhookSubscription": wr.WebhookSubscription,
+    "WebhookBulkFilter": wm.WebhookBulkFilter,
+    "WebhookBulkActionRequest": wm.WebhookBulkAction,
+    "WebhookBulkActionResponse": wr.WebhookBulkActionResponse,
     "WebhookCreateResponse": wr.WebhookCreateResponse,
     "WebhookListResponse": wr.WebhookListResponse,
     "WebhookDelivery": wr.WebhookDelivery,
@@ -194,6 +197,14 @@ def _webhook_and_event_operations() -> tuple[Operation, ...]:
             (404, 409),
         ),
         _admin("get", aw, "listWebhookSubscriptions", None, {200: "WebhookListResponse"}),
+        _admin(
+            "post",
+            aw + "/bulk-action",
+            "bulkActionWebhooks",
+            "WebhookBulkActionRequest",
+            {200: "WebhookBulkActionResponse"},
+            (409,),
+        ),
         _admin("get", asub, "getWebhookSubscription", None, sub_ok, (404,)),
         _admin(
             "patch", asub, "updateWebhookSubscription", "WebhookUpdateRequest", sub_ok, (404, 409)

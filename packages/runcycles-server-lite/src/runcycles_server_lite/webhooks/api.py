@@ -28,8 +28,8 @@ from runcycles_server_lite.http import JSONResponse, read_json, request_ids
 from runcycles_server_lite.models import parse
 from runcycles_server_lite.services import Services, services
 
+from . import bulk, security
 from . import deliveries as dl
-from . import security
 from . import subscriptions as subs
 from .dispatcher import matches
 from .models import ReplayRequest, SecurityConfig, WebhookCreate, WebhookUpdate
@@ -403,6 +403,11 @@ def routes() -> list[BaseRoute]:
     return [
         Route("/v1/admin/webhooks", a("createWebhookSubscription", admin_create), methods=["POST"]),
         Route("/v1/admin/webhooks", admin_list, methods=["GET"]),
+        Route(
+            "/v1/admin/webhooks/bulk-action",
+            a("bulkActionWebhooks", bulk.bulk_action),
+            methods=["POST"],
+        ),
         Route("/v1/admin/config/webhook-security", get_security, methods=["GET"]),
         Route(
             "/v1/admin/config/webhook-security",

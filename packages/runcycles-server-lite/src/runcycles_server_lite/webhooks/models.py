@@ -145,3 +145,21 @@ class ReplayRequest(_Wire):
     to: str | None = None
     event_types: list[EventType] | None = None
     max_events: Annotated[StrictInt, Field(ge=1, le=1000)] = 100
+
+
+class WebhookBulkFilter(_Wire):
+    """WebhookBulkFilter: the listWebhookSubscriptions query parameters (at least one)."""
+
+    tenant_id: StrictStr | None = None
+    status: Literal["ACTIVE", "PAUSED", "DISABLED"] | None = None
+    event_type: EventType | None = None
+    search: Annotated[StrictStr, Field(max_length=128)] | None = None
+
+
+class WebhookBulkAction(_Wire):
+    """WebhookBulkActionRequest."""
+
+    filter: WebhookBulkFilter
+    action: Literal["PAUSE", "RESUME", "DELETE"]
+    expected_count: Annotated[StrictInt, Field(ge=0)] | None = None
+    idempotency_key: Annotated[StrictStr, Field(min_length=1, max_length=128)]

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictBool, StrictInt, StrictStr
 
-from runcycles_server_lite.admin_responses import Time, _Open, _Out
+from runcycles_server_lite.admin_responses import BulkActionRowOutcome, Time, _Open, _Out
 from runcycles_server_lite.event_responses import EmittedEventType
 from runcycles_server_lite.responses import TraceId
 
@@ -103,3 +103,12 @@ class ReplayResponse(_Open):
     replay_id: StrictStr | None = None
     events_queued: Count | None = None
     estimated_completion_seconds: Count | None = None
+
+
+class WebhookBulkActionResponse(_Out):
+    action: Literal["PAUSE", "RESUME", "DELETE"]
+    total_matched: Count
+    succeeded: list[BulkActionRowOutcome]
+    failed: list[BulkActionRowOutcome]
+    skipped: list[BulkActionRowOutcome]
+    idempotency_key: StrictStr

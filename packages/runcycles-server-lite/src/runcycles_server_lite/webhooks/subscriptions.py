@@ -366,7 +366,11 @@ async def update(
 
 
 async def delete(
-    store: Store, record: Mapping[str, str], *, source: str = events.SOURCE_ADMIN
+    store: Store,
+    record: Mapping[str, str],
+    *,
+    source: str = events.SOURCE_ADMIN,
+    correlation_id: str | None = None,
 ) -> None:
     tenant, sid = record["tenant_id"], record["subscription_id"]
     await _owner_open(store, tenant)
@@ -380,7 +384,7 @@ async def delete(
             "webhook.deleted",
             ctx,
             data=_lifecycle(record, record.get("status", "ACTIVE"), None),
-            correlation_id=f"webhook_delete:{sid}",
+            correlation_id=correlation_id or f"webhook_delete:{sid}",
         )
         await pipe.execute()
     await store.redis.delete(owner_key(store, sid))
