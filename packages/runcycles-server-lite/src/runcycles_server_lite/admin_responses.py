@@ -363,24 +363,3 @@ class QuotaHealth(_Out):
 class AccessControlStats(_Out):
     policies_with_allow_list: StrictInt | None = None
     policies_with_deny_list: StrictInt | None = None
-
-
-Top10 = Field(max_length=10)
-
-
-class AdminOverviewResponse(_Open):
-    as_of: Time
-    event_window_seconds: StrictInt
-    tenant_counts: TenantCounts
-    budget_counts: BudgetCounts
-    over_limit_scopes: Annotated[list[OverLimitScope], Top10]
-    debt_scopes: Annotated[list[DebtScope], Top10]
-    webhook_counts: WebhookCounts
-    failing_webhooks: Annotated[list[FailingWebhook], Top10]
-    event_counts: EventCounts
-    # Event objects arrive with the event stream (issue 12); until then these stay empty.
-    recent_denials: Annotated[list[dict[str, Any]], Top10]
-    recent_expiries: Annotated[list[dict[str, Any]], Top10]
-    recent_denials_by_reason: dict[str, StrictInt] | None = None
-    quota_health: QuotaHealth | None = None
-    access_control_stats: AccessControlStats | None = None

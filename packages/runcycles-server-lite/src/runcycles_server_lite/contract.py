@@ -107,7 +107,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "PolicyListResponse": ar.PolicyListResponse,
     "AuditLogEntry": ar.AuditLogEntry,
     "AuditLogListResponse": ar.AuditLogListResponse,
-    "AdminOverviewResponse": ar.AdminOverviewResponse,
+    "AdminOverviewResponse": er.AdminOverviewResponse,
     # admin plane: events and webhooks
     "Event": er.Event,
     "EventListResponse": er.EventListResponse,

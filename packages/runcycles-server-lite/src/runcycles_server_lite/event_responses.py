@@ -9,9 +9,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StrictBool, StrictStr
+from pydantic import Field, StrictBool, StrictInt, StrictStr
 
-from .admin_responses import Time, _Open, _Out
+from .admin_responses import (
+    AccessControlStats,
+    BudgetCounts,
+    DebtScope,
+    EventCounts,
+    FailingWebhook,
+    OverLimitScope,
+    QuotaHealth,
+    TenantCounts,
+    Time,
+    WebhookCounts,
+    _Open,
+    _Out,
+)
 from .events import EVENT_TYPES
 from .responses import TraceId
 from .webhooks.models import Category
@@ -53,3 +66,22 @@ class EventListResponse(_Open):
     events: list[Event]
     next_cursor: StrictStr | None = None
     has_more: StrictBool
+
+
+class AdminOverviewResponse(_Open):
+    """The admin dashboard's one-request summary (``GET /v1/admin/overview``)."""
+
+    as_of: Time
+    event_window_seconds: StrictInt
+    tenant_counts: TenantCounts
+    budget_counts: BudgetCounts
+    over_limit_scopes: Annotated[list[OverLimitScope], Field(max_length=10)]
+    debt_scopes: Annotated[list[DebtScope], Field(max_length=10)]
+    webhook_counts: WebhookCounts
+    failing_webhooks: Annotated[list[FailingWebhook], Field(max_length=10)]
+    event_counts: EventCounts
+    recent_denials: Annotated[list[Event], Field(max_length=10)]
+    recent_expiries: Annotated[list[Event], Field(max_length=10)]
+    recent_denials_by_reason: dict[str, StrictInt] | None = None
+    quota_health: QuotaHealth | None = None
+    access_control_stats: AccessControlStats | None = None
