@@ -96,7 +96,7 @@ def test_get_event_by_id_returns_the_listed_record(mk: TenantFactory) -> None:
         for missing in ("evt_nope", f"evt_{t.name}_1-0", "x"):
             r = c.get(f"/v1/admin/events/{missing}")
             assert r.status_code == 404, missing
-            assert r.json()["error"] == "NOT_FOUND"
+            assert r.json()["error"] == "EVENT_NOT_FOUND"
     assert httpx.get(f"{t.server.base_url}/v1/admin/events/{ev['event_id']}").status_code == 401
 
 

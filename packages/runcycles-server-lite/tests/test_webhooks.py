@@ -152,7 +152,9 @@ def test_tenant_crud_secret_once_and_isolation(srv: ServerHandle, tenant: Callab
         assert paused["changed_fields"] == ["name"]
         assert (paused["previous_status"], paused["new_status"]) == ("ACTIVE", "PAUSED")
     assert a.http.delete(f"/v1/webhooks/{sid}").status_code == 204
-    assert a.http.get(f"/v1/webhooks/{sid}").status_code == 404
+    gone = a.http.get(f"/v1/webhooks/{sid}")
+    assert gone.status_code == 404
+    assert gone.json()["error"] == "WEBHOOK_NOT_FOUND"
 
 
 def test_permissions(srv: ServerHandle) -> None:

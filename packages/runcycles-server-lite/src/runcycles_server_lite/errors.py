@@ -25,6 +25,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "DUPLICATE_RESOURCE": 409,
     # Admin-plane (governance) codes.
     "TENANT_NOT_FOUND": 404,
+    "WEBHOOK_NOT_FOUND": 404,
+    "EVENT_NOT_FOUND": 404,
     "TENANT_SUSPENDED": 409,
     "INSUFFICIENT_PERMISSIONS": 403,
     "KEY_REVOKED": 409,

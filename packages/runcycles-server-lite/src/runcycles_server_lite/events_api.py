@@ -318,11 +318,11 @@ async def get_event(request: Request) -> Response:
     raw_id: str = request.path_params["event_id"]
     parsed = events.parse_event_id(raw_id)
     if parsed is None:
-        raise ProtocolError("NOT_FOUND", "event not found")
+        raise ProtocolError("EVENT_NOT_FOUND", "event not found")
     tenant, sid = parsed
     found = await svc.store.redis.xrange(svc.store.keys.events(tenant), sid, sid, count=1)
     if not found or not found[0][1].get("e"):
-        raise ProtocolError("NOT_FOUND", "event not found")
+        raise ProtocolError("EVENT_NOT_FOUND", "event not found")
     return raw_json_response(events.render(tenant, sid, found[0][1]["e"]))
 
 

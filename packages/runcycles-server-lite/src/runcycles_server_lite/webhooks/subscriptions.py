@@ -157,10 +157,10 @@ async def find(store: Store, sid: str) -> dict[str, str] | None:
 
 
 async def get(store: Store, sid: str, tenant: str | None = None) -> dict[str, str]:
-    """The record, 404 NOT_FOUND if unknown or (for a tenant caller) another tenant's."""
+    """The record, 404 WEBHOOK_NOT_FOUND if unknown or (for a tenant caller) another tenant's."""
     record = await find(store, sid)
     if record is None or (tenant is not None and record.get("tenant_id") != tenant):
-        raise ProtocolError("NOT_FOUND", f"webhook subscription {sid} not found")
+        raise ProtocolError("WEBHOOK_NOT_FOUND", f"webhook subscription {sid} not found")
     return record
 
 
