@@ -1,4 +1,5 @@
-"""POST /v1/admin/webhooks/bulk-action: gated, replayable, one event per changed row."""
+"""Admin operations over many subscriptions: the bulk action (gated, replayable, one event
+per changed row) and the tenant-close cascade."""
 
 from __future__ import annotations
 
@@ -183,3 +184,37 @@ def test_tenant_keys_cannot_bulk_act(srv: ServerHandle) -> None:
         json={"action": "PAUSE", "filter": {"status": "ACTIVE"}, "idempotency_key": "k"},
     )
     assert r.status_code in (401, 403), r.text
+
+
+def test_closing_a_tenant_disables_its_webhooks_once(
+    srv: ServerHandle, admin: httpx.Client
+) -> None:
+    a = tenant(srv)
+    active = hook(admin, a, "http://127.0.0.1:9/a")
+    paused = hook(admin, a, "http://127.0.0.1:9/p")
+    disabled = hook(admin, a, "http://127.0.0.1:9/d")
+    assert admin.patch(f"/v1/admin/webhooks/{paused}", json={"status": "PAUSED"}).status_code == 200
+
+    async def disable(store: Store) -> None:
+        await store.redis.hset(subs.record_key(store, a, disabled), "status", "DISABLED")
+
+    srv.run_store(disable)
+    r = admin.patch(f"/v1/admin/tenants/{a}", json={"status": "CLOSED"})
+    assert r.status_code == 200, r.text
+    assert {status(admin, s) for s in (active, paused, disabled)} == {"DISABLED"}
+
+    listed = admin.get(
+        "/v1/admin/events",
+        params={"tenant_id": a, "event_type": "webhook.disabled_via_tenant_cascade"},
+    ).json()["events"]
+    by_sub = {e["data"]["subscription_id"]: e["data"] for e in listed}
+    assert set(by_sub) == {active, paused}  # none for the one already DISABLED
+    assert by_sub[active]["prior_status"] == "ACTIVE"
+    assert by_sub[paused]["prior_status"] == "PAUSED"
+    assert {d["new_status"] for d in by_sub.values()} == {"DISABLED"}
+    assert {d["cascade_reason"] for d in by_sub.values()} == {"tenant_closed"}
+
+    # Rule 2: a closed tenant's subscriptions cannot be re-enabled or changed.
+    r = admin.patch(f"/v1/admin/webhooks/{active}", json={"status": "ACTIVE"})
+    assert r.status_code == 409 and r.json()["error"] == "TENANT_CLOSED", r.text
+    assert status(admin, active) == "DISABLED"

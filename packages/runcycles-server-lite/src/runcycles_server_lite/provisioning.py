@@ -413,7 +413,34 @@ async def close_tenant_cascade(store: Store, tenant_id: str) -> list[dict[str, s
             revoked.append(
                 await revoke_api_key(store, tenant_id, key["key_id"], CASCADE_REASON, cascade=True)
             )
+    await _disable_webhooks(store, tenant_id)
     return revoked
+
+
+async def _disable_webhooks(store: Store, tenant_id: str) -> None:
+    """The cascade's webhook step: every subscription of the tenant DISABLED, one
+    ``webhook.disabled_via_tenant_cascade`` event each (none for one already DISABLED)."""
+    from .webhooks import subscriptions as subs  # the webhooks package builds on this module
+
+    for record in await subs.list_for(store, [tenant_id]):
+        prior = record.get("status", "ACTIVE")
+        if prior == "DISABLED":
+            continue
+        data: dict[str, Any] = {
+            "subscription_id": record["subscription_id"],
+            "prior_status": prior,
+            "new_status": "DISABLED",
+            "cascade_reason": "tenant_closed",
+        }
+        if record.get("name"):
+            data["name"] = record["name"]
+        await subs.set_status(
+            store,
+            record,
+            "DISABLED",
+            "webhook.disabled_via_tenant_cascade",
+            data=data,
+        )
 
 
 async def list_tenants(store: Store) -> list[dict[str, str]]:
