@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ._body import parse_json
 from .errors import ProtocolError, invalid, unavailable
 from .logs import request_context
 
@@ -93,12 +94,7 @@ async def read_json(request: Request) -> Any:
     body = await request.body()
     if len(body) > MAX_BODY_BYTES:
         raise invalid(f"request body exceeds {MAX_BODY_BYTES} bytes")
-    if not body:
-        raise invalid("request body is empty; a JSON object is required")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise invalid(f"request body is not valid JSON: {exc}") from None
+    return parse_json(body)
 
 
 async def http_exception_handler(request: Request, exc: Exception) -> Response:

@@ -1,0 +1,54 @@
+"""Request-body guards shared by every JSON endpoint: size, media type and nesting depth.
+
+Each guard answers with the protocol's error envelope (``INVALID_REQUEST``) and the HTTP status
+that names the problem (413, 415, 400), so a client never sees a 500 for a hostile body.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .errors import invalid
+
+# Deepest JSON nesting accepted (the top-level object is depth 1). The wire models nest at most
+# a handful of levels; free-form ``metadata`` gets the rest. It must stay well below orjson's
+# serialisation limit (255), which the payload hash hits otherwise and answered with a 500.
+MAX_JSON_DEPTH = 64
+
+
+def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether parsed JSON ``value`` nests containers more than ``limit`` levels deep.
+
+    Iterative, so a hostile document cannot exhaust the Python stack while being checked.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
+def parse_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``body`` parsed as JSON, or a 400 INVALID_REQUEST saying why not (empty, malformed, or
+    nested deeper than ``max_depth``)."""
+    if not body:
+        raise invalid("request body is empty; a JSON object is required")
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise invalid(f"request body is not valid JSON: {exc}") from None
+    # Every nesting level needs an opening bracket, so a body with no more brackets than the
+    # limit (almost every request) cannot exceed it and skips the walk.
+    brackets = body.count(b"{") + body.count(b"[")
+    if brackets > max_depth and isinstance(value, (dict, list)) and too_deep(value, max_depth):
+        raise invalid(
+            f"request body nests JSON deeper than {max_depth} levels", max_depth=max_depth
+        )
+    return value
