@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from runtime_support import ACTION, TenantFactory, amount, key, mk, short
 
 from runcycles_server_lite._body import MAX_JSON_DEPTH, too_deep
+from runcycles_server_lite.cli import build_parser, settings_from_args
+from runcycles_server_lite.config import DEFAULT_MAX_BODY_BYTES, Settings
+from runcycles_server_lite.testing import running_server
 
 __all__ = ["mk"]
 
@@ -76,3 +85,101 @@ def test_too_deep_counts_levels() -> None:
     assert not too_deep([[], {"a": [1, 2]}], 3)
     assert too_deep([[], {"a": [[1]]}], 3)
     assert not too_deep(ACTION | {"x": amount(1), "k": key()}, 2)
+
+
+def raw_exchange(base_url: str, head: bytes, chunks: Iterator[bytes]) -> tuple[int, bytes, int]:
+    """Send ``head`` then ``chunks`` on a raw socket until the server answers (or refuses more
+    bytes); return (status, response body, bytes of body sent)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    sent = 0
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head)
+        sock.setblocking(False)
+        response = b""
+        for chunk in chunks:
+            try:
+                response += sock.recv(65536)
+            except BlockingIOError:
+                pass
+            except ConnectionError:
+                break
+            if b"\r\n\r\n" in response:
+                break  # answered before the body was complete
+            try:
+                sock.sendall(chunk)
+            except (BlockingIOError, ConnectionError):
+                break  # the server stopped reading
+            sent += len(chunk)
+        sock.setblocking(True)
+        sock.settimeout(10)
+        with contextlib.suppress(ConnectionError):
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                response += data
+                head_end = response.find(b"\r\n\r\n")
+                if head_end >= 0:
+                    length = re.search(rb"(?i)content-length: *(\d+)", response[:head_end])
+                    if length and len(response) >= head_end + 4 + int(length.group(1)):
+                        break
+    status_line, _, rest = response.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2], sent
+
+
+def post_head(path: str, secret: str, extra: str) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: test\r\nX-Cycles-API-Key: {secret}\r\n"
+        f"Content-Type: application/json\r\n{extra}\r\n"
+    ).encode()
+
+
+def test_declared_100_mb_body_is_refused_without_reading_it(mk: TenantFactory) -> None:
+    t = mk({"": 1000})
+    head = post_head("/v1/reservations", t.secret, f"Content-Length: {100 * 1024 * 1024}\r\n")
+    status, body, sent = raw_exchange(t.server.base_url, head, (b" " * 65536 for _ in range(1600)))
+    assert status == 413
+    err = orjson.loads(body)
+    assert err["error"] == "INVALID_REQUEST"
+    assert err["details"] == {"max_body_bytes": DEFAULT_MAX_BODY_BYTES}
+    assert sent < 20 * 1024 * 1024  # refused long before the 100 MB arrived
+
+
+def test_chunked_body_is_cut_off_once_over_the_limit(mk: TenantFactory) -> None:
+    t = mk({"": 1000})
+    head = post_head("/v1/reservations", t.secret, "Transfer-Encoding: chunked\r\n")
+    piece = b"x" * 65536
+    chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    # Never sends the terminating chunk: only a server that stops at the limit can answer.
+    status, body, _ = raw_exchange(t.server.base_url, head, (chunk for _ in range(200)))
+    assert status == 413
+    assert "exceeds" in orjson.loads(body)["message"]
+    assert short(t.ledger(), t.name) == {"": (1000, 0, 0, 0)}
+
+
+def test_body_limit_is_configurable(tmp_path: Path) -> None:
+    with running_server(tmp_path, max_body_bytes=2048) as srv:
+        secret = srv.provision("small-bodies", {"": 1000})
+        with httpx.Client(
+            base_url=srv.base_url, headers={"X-Cycles-API-Key": secret}, timeout=10
+        ) as client:
+            body = {
+                "idempotency_key": key(),
+                "subject": {"tenant": "small-bodies"},
+                "action": ACTION,
+                "estimate": amount(1),
+            }
+            assert client.post("/v1/reservations", json=body).status_code == 200
+            big = {**body, "idempotency_key": key(), "metadata": {"pad": "p" * 3000}}
+            r = client.post("/v1/reservations", json=big)
+            assert_protocol_error(r, 413, "exceeds 2048 bytes")
+
+
+def test_body_limit_flag_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert settings_from_args(build_parser().parse_args([])).max_body_bytes == (
+        DEFAULT_MAX_BODY_BYTES
+    )
+    args = build_parser().parse_args(["--max-body-bytes", "4096"])
+    assert settings_from_args(args).max_body_bytes == 4096
+    monkeypatch.setenv("RUNCYCLES_MAX_BODY_BYTES", "8192")
+    assert Settings.from_env().max_body_bytes == 8192

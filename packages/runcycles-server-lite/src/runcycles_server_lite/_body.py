@@ -9,13 +9,43 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from starlette.requests import Request
 
-from .errors import invalid
+from .errors import ProtocolError, invalid
 
 # Deepest JSON nesting accepted (the top-level object is depth 1). The wire models nest at most
 # a handful of levels; free-form ``metadata`` gets the rest. It must stay well below orjson's
 # serialisation limit (255), which the payload hash hits otherwise and answered with a 500.
 MAX_JSON_DEPTH = 64
+
+
+def body_too_large(limit: int) -> ProtocolError:
+    """A 413 for a body over ``limit`` bytes."""
+    return ProtocolError(
+        "INVALID_REQUEST",
+        f"request body exceeds {limit} bytes",
+        status=413,
+        details={"max_body_bytes": limit},
+    )
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The request body, read as it streams in and abandoned as soon as it passes ``limit``.
+
+    A declared ``Content-Length`` over the limit is refused before anything is read; a chunked
+    body is counted while it arrives, so an oversized upload is never buffered whole.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise body_too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise body_too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def too_deep(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:

@@ -17,7 +17,7 @@ from types import FrameType
 from starlette.applications import Starlette
 
 from . import logs
-from .config import DEFAULT_PORT, Settings, default_data_dir
+from .config import DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, Settings, default_data_dir
 from .embedded import EmbeddedRedis
 from .keys import UNITS
 
@@ -53,6 +53,13 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="trust X-Forwarded-* headers (only behind a reverse proxy)",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help=f"largest request body; over it a 413 (default {DEFAULT_MAX_BODY_BYTES})",
     )
 
 
@@ -152,6 +159,8 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         s.log_format = ns.log_format
     if getattr(ns, "proxy_headers", None):
         s.proxy_headers = True
+    if getattr(ns, "max_body_bytes", None) is not None:
+        s.max_body_bytes = ns.max_body_bytes
     return s
 
 
@@ -181,6 +190,7 @@ def _export(settings: Settings) -> None:
     os.environ["RUNCYCLES_LOG_LEVEL"] = settings.log_level
     if settings.log_format:
         os.environ["RUNCYCLES_LOG_FORMAT"] = settings.log_format
+    os.environ["RUNCYCLES_MAX_BODY_BYTES"] = str(settings.max_body_bytes)
 
 
 def _log_format(settings: Settings) -> logs.LogFormat | None:

@@ -9,6 +9,8 @@ from pathlib import Path
 import platformdirs
 
 DEFAULT_PORT = 7878
+# Largest request body accepted, in bytes (larger ones get a 413 while still streaming in).
+DEFAULT_MAX_BODY_BYTES = 1 << 20
 
 
 def default_data_dir() -> Path:
@@ -44,6 +46,8 @@ class Settings:
     webhook_timeout_s: float = 10.0
     # Governance events (the event stream) are kept this long (spec: 90 days hot).
     event_retention_ms: int = 90 * 24 * 3600 * 1000
+    # Largest request body, in bytes: over it, a 413 and the rest of the body is never read.
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -67,4 +71,6 @@ class Settings:
             s.event_retention_ms = int(float(env["RUNCYCLES_EVENT_RETENTION_DAYS"]) * 86_400_000)
         if "RUNCYCLES_AUTH_CACHE_TTL_S" in env:
             s.auth_cache_ttl_s = float(env["RUNCYCLES_AUTH_CACHE_TTL_S"])
+        if "RUNCYCLES_MAX_BODY_BYTES" in env:
+            s.max_body_bytes = int(env["RUNCYCLES_MAX_BODY_BYTES"])
         return s

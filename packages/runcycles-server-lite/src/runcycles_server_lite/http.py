@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._body import parse_json
-from .errors import ProtocolError, invalid, unavailable
+from ._body import parse_json, read_limited
+from .errors import ProtocolError, unavailable
 from .logs import request_context
 
 log = logging.getLogger("runcycles_server_lite.http")
@@ -25,8 +25,6 @@ _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
-
-MAX_BODY_BYTES = 1 << 20
 
 
 class JSONResponse(Response):
@@ -89,11 +87,15 @@ def request_ids(request: Request) -> tuple[str, str]:
     return state.get("request_id", ""), state.get("trace_id", "")
 
 
-async def read_json(request: Request) -> Any:
-    """The request body parsed as JSON, or a 400 INVALID_REQUEST saying why not."""
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise invalid(f"request body exceeds {MAX_BODY_BYTES} bytes")
+async def read_json(request: Request, *, optional: bool = False) -> Any:
+    """The request body parsed as JSON, or the protocol error saying why not: 413 over the
+    configured ``max_body_bytes`` (read no further), 400 when empty, malformed or too deep.
+
+    ``optional``: an empty body is ``{}`` rather than an error.
+    """
+    body = await read_limited(request, request.app.state.services.settings.max_body_bytes)
+    if optional and not body.strip():
+        return {}
     return parse_json(body)
 
 
