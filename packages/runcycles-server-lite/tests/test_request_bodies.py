@@ -12,12 +12,12 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from runtime_support import ACTION, TenantFactory, amount, key, mk, short
+from runtime_support import ACTION, UNIT, Tenant, TenantFactory, amount, key, mk, short
 
 from runcycles_server_lite._body import MAX_JSON_DEPTH, too_deep
 from runcycles_server_lite.cli import build_parser, settings_from_args
 from runcycles_server_lite.config import DEFAULT_MAX_BODY_BYTES, Settings
-from runcycles_server_lite.testing import running_server
+from runcycles_server_lite.testing import ServerHandle, running_server
 
 __all__ = ["mk"]
 
@@ -183,3 +183,65 @@ def test_body_limit_flag_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings_from_args(args).max_body_bytes == 4096
     monkeypatch.setenv("RUNCYCLES_MAX_BODY_BYTES", "8192")
     assert Settings.from_env().max_body_bytes == 8192
+
+
+def reserve_body(t: Tenant) -> bytes:
+    return orjson.dumps(
+        {"idempotency_key": key(), "subject": t.subject(), "action": ACTION, "estimate": amount(1)}
+    )
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/json; charset=latin-1",
+        "application/jsonx",
+        "text/json",
+    ],
+)
+def test_non_json_content_types_get_a_415(mk: TenantFactory, content_type: str | None) -> None:
+    t = mk({"": 1000})
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    r = t.http.post("/v1/reservations", content=reserve_body(t), headers=headers)
+    assert_protocol_error(r, 415, "Content-Type must be application/json")
+    assert r.json()["details"] == {"content_type": content_type or ""}
+    assert short(t.ledger(), t.name) == {"": (1000, 0, 0, 0)}
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "Application/JSON;charset=UTF-8",
+        "application/vnd.cycles+json",
+        'application/merge-patch+json; charset="utf-8"',
+    ],
+)
+def test_json_content_types_are_accepted(mk: TenantFactory, content_type: str) -> None:
+    t = mk({"": 1000})
+    r = t.http.post(
+        "/v1/reservations", content=reserve_body(t), headers={"Content-Type": content_type}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["decision"] == "ALLOW"
+
+
+def test_admin_plane_checks_content_type_but_bodiless_freeze_still_works(
+    server: ServerHandle, mk: TenantFactory
+) -> None:
+    t = mk({"": 1000})
+    with server.admin_client() as admin:
+        r = admin.post(
+            "/v1/admin/tenants",
+            content=b'{"tenant_id": "ct-x", "name": "x"}',
+            headers={"Content-Type": "text/plain"},
+        )
+        assert_protocol_error(r, 415, "Content-Type")
+        params = {"scope": f"tenant:{t.name}", "unit": UNIT}
+        r = admin.post("/v1/admin/budgets/freeze", params=params)
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "FROZEN"

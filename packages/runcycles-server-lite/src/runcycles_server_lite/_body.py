@@ -19,6 +19,33 @@ from .errors import ProtocolError, invalid
 MAX_JSON_DEPTH = 64
 
 
+def require_json(content_type: str | None) -> None:
+    """Refuse (415) a body whose ``Content-Type`` is not JSON.
+
+    Accepted: ``application/json`` and any ``application/*+json``, with parameters, and with a
+    charset only if it is UTF-8 (the only encoding JSON allows on the wire, RFC 8259).
+    """
+    media, _, params = (content_type or "").partition(";")
+    media = media.strip().lower()
+    charset = ""
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+    is_json = media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+    if is_json and charset in ("", "utf-8", "utf8"):
+        return
+    raise ProtocolError(
+        "INVALID_REQUEST",
+        "Content-Type must be application/json (UTF-8), got "
+        + (repr(content_type) if content_type else "none"),
+        status=415,
+        details={"content_type": content_type or ""},
+    )
+
+
 def body_too_large(limit: int) -> ProtocolError:
     """A 413 for a body over ``limit`` bytes."""
     return ProtocolError(

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._body import parse_json, read_limited
+from ._body import parse_json, read_limited, require_json
 from .errors import ProtocolError, unavailable
 from .logs import request_context
 
@@ -88,14 +88,20 @@ def request_ids(request: Request) -> tuple[str, str]:
 
 
 async def read_json(request: Request, *, optional: bool = False) -> Any:
-    """The request body parsed as JSON, or the protocol error saying why not: 413 over the
-    configured ``max_body_bytes`` (read no further), 400 when empty, malformed or too deep.
+    """The request body parsed as JSON, or the protocol error saying why not: 415 unless the
+    Content-Type is JSON, 413 over the configured ``max_body_bytes`` (read no further), 400
+    when empty, malformed or too deep.
 
-    ``optional``: an empty body is ``{}`` rather than an error.
+    ``optional``: an empty body (with any Content-Type, or none) is ``{}``, not an error.
     """
+    content_type = request.headers.get("content-type")
+    if not optional:
+        require_json(content_type)
     body = await read_limited(request, request.app.state.services.settings.max_body_bytes)
-    if optional and not body.strip():
-        return {}
+    if optional:
+        if not body.strip():
+            return {}
+        require_json(content_type)
     return parse_json(body)
 
 
