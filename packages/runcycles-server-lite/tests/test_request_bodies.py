@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from runtime_support import ACTION, UNIT, Tenant, TenantFactory, amount, key, mk
 from runcycles_server_lite._body import MAX_JSON_DEPTH, too_deep
 from runcycles_server_lite.cli import build_parser, settings_from_args
 from runcycles_server_lite.config import DEFAULT_MAX_BODY_BYTES, Settings
-from runcycles_server_lite.testing import ServerHandle, running_server
+from runcycles_server_lite.testing import ServerHandle, running_server, start_timeout
 
 __all__ = ["mk"]
 
@@ -245,3 +247,26 @@ def test_admin_plane_checks_content_type_but_bodiless_freeze_still_works(
         r = admin.post("/v1/admin/budgets/freeze", params=params)
         assert r.status_code == 200, r.text
         assert r.json()["status"] == "FROZEN"
+
+
+def test_client_disconnect_mid_body_is_logged_at_debug_not_error(
+    mk: TenantFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    t = mk({"": 1000})
+    host, port = t.server.base_url.removeprefix("http://").split(":")
+    caplog.set_level(logging.DEBUG, logger="runcycles_server_lite")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(post_head("/v1/reservations", t.secret, "Content-Length: 5000\r\n"))
+        sock.sendall(b'{"idempotency_key": "')  # then hang up mid-body
+    deadline = time.monotonic() + start_timeout(10)
+    while time.monotonic() < deadline:
+        if any("disconnected" in r.getMessage() for r in caplog.records):
+            break
+        time.sleep(0.02)
+    ours = [r for r in caplog.records if r.name.startswith("runcycles_server_lite")]
+    assert [r for r in ours if r.levelno >= logging.WARNING] == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    debug = [r for r in ours if "disconnected" in r.getMessage()]
+    assert debug and debug[0].levelno == logging.DEBUG
+    assert debug[0].exc_info is None  # no traceback
+    assert t.http.get("/healthz").status_code == 200

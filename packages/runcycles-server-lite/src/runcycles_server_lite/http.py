@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import redis.exceptions as redis_errors
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -160,6 +160,15 @@ class TraceMiddleware:
         token = request_context.set((request_id, trace_id))
         try:
             await self.app(scope, receive, send_with_ids)
+        except ClientDisconnect:
+            # The client hung up before its body arrived: nobody is left to answer, and it is
+            # the client's doing, not a server fault worth a traceback.
+            log.debug(
+                "client disconnected mid-request on %s %s",
+                scope.get("method"),
+                scope.get("path"),
+                extra={"request_id": request_id, "trace_id": trace_id},
+            )
         except Exception as exc:
             if started:
                 raise
