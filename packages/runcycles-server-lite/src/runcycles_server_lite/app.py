@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from . import admin, events_api, runtime
+from ._serving import InflightLimit
 from .auth import Authenticator
 from .config import Settings
 from .contract import OPENAPI_PATH, serve_openapi
@@ -98,7 +99,11 @@ def create_app(settings: Settings, *, admin_only: bool = False) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(TraceMiddleware)],
+        # The in-flight cap sits inside the trace middleware, so its 503 carries the ids.
+        middleware=[
+            Middleware(TraceMiddleware),
+            Middleware(InflightLimit, limit=settings.max_inflight),
+        ],
         exception_handlers={HTTPException: http_exception_handler},
         lifespan=lifespan,
     )

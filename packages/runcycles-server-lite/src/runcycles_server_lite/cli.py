@@ -17,6 +17,7 @@ from types import FrameType
 from starlette.applications import Starlette
 
 from . import logs
+from ._serving import uvicorn_options
 from .config import DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, Settings, default_data_dir
 from .embedded import EmbeddedRedis
 from .keys import UNITS
@@ -60,6 +61,29 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="BYTES",
         help=f"largest request body; over it a 413 (default {DEFAULT_MAX_BODY_BYTES})",
+    )
+    p.add_argument(
+        "--keep-alive-timeout",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="close idle keep-alive connections after SECONDS (default 5)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        metavar="N",
+        help="open connections per process before every request gets a 503 (default 1024; "
+        "0: no cap)",
+    )
+    p.add_argument(
+        "--max-inflight",
+        type=int,
+        default=None,
+        metavar="N",
+        help="requests handled at once per process before a 503; health checks are exempt "
+        "(default 512; 0: no cap)",
     )
 
 
@@ -161,6 +185,12 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         s.proxy_headers = True
     if getattr(ns, "max_body_bytes", None) is not None:
         s.max_body_bytes = ns.max_body_bytes
+    if getattr(ns, "keep_alive_timeout", None) is not None:
+        s.keep_alive_timeout_s = ns.keep_alive_timeout
+    if getattr(ns, "max_connections", None) is not None:
+        s.max_connections = ns.max_connections
+    if getattr(ns, "max_inflight", None) is not None:
+        s.max_inflight = ns.max_inflight
     return s
 
 
@@ -191,6 +221,7 @@ def _export(settings: Settings) -> None:
     if settings.log_format:
         os.environ["RUNCYCLES_LOG_FORMAT"] = settings.log_format
     os.environ["RUNCYCLES_MAX_BODY_BYTES"] = str(settings.max_body_bytes)
+    os.environ["RUNCYCLES_MAX_INFLIGHT"] = str(settings.max_inflight)
 
 
 def _log_format(settings: Settings) -> logs.LogFormat | None:
@@ -255,6 +286,7 @@ def serve(settings: Settings) -> int:
             # busy worker misses it, and a replacement spawned as SIGTERM arrives was left
             # running, so the server never exited. A hung worker is still replaced, later.
             timeout_worker_healthcheck=30,
+            **uvicorn_options(settings),
         )
     except KeyboardInterrupt:
         pass
@@ -288,6 +320,7 @@ class AdminListener:
             log_config=None,
             access_log=False,
             server_header=False,
+            **uvicorn_options(settings),
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(

@@ -48,6 +48,13 @@ class Settings:
     event_retention_ms: int = 90 * 24 * 3600 * 1000
     # Largest request body, in bytes: over it, a 413 and the rest of the body is never read.
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # Listener hardening (see _serving.py): idle keep-alive connections are closed after
+    # this many seconds; past max_connections open connections uvicorn answers a bare 503
+    # (0: no cap); past max_inflight requests being handled per process the app answers the
+    # protocol's 503, health endpoints exempt (0: no cap).
+    keep_alive_timeout_s: int = 5
+    max_connections: int = 1024
+    max_inflight: int = 512
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -73,4 +80,10 @@ class Settings:
             s.auth_cache_ttl_s = float(env["RUNCYCLES_AUTH_CACHE_TTL_S"])
         if "RUNCYCLES_MAX_BODY_BYTES" in env:
             s.max_body_bytes = int(env["RUNCYCLES_MAX_BODY_BYTES"])
+        if "RUNCYCLES_KEEP_ALIVE_TIMEOUT_S" in env:
+            s.keep_alive_timeout_s = int(env["RUNCYCLES_KEEP_ALIVE_TIMEOUT_S"])
+        if "RUNCYCLES_MAX_CONNECTIONS" in env:
+            s.max_connections = int(env["RUNCYCLES_MAX_CONNECTIONS"])
+        if "RUNCYCLES_MAX_INFLIGHT" in env:
+            s.max_inflight = int(env["RUNCYCLES_MAX_INFLIGHT"])
         return s
