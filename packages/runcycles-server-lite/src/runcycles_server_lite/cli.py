@@ -17,6 +17,7 @@ from types import FrameType
 from starlette.applications import Starlette
 
 from . import logs
+from ._persistence import check_store
 from ._serving import uvicorn_options
 from .config import DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, Settings, default_data_dir
 from .embedded import EmbeddedRedis
@@ -84,6 +85,18 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="requests handled at once per process before a 503; health checks are exempt "
         "(default 512; 0: no cap)",
+    )
+    p.add_argument(
+        "--fsync",
+        default=None,
+        choices=["always", "everysec"],
+        help="embedded store AOF fsync policy (default everysec)",
+    )
+    p.add_argument(
+        "--allow-volatile-store",
+        action="store_true",
+        default=None,
+        help="serve even if the external Redis has AOF off (a restart loses the ledger)",
     )
 
 
@@ -191,6 +204,10 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         s.max_connections = ns.max_connections
     if getattr(ns, "max_inflight", None) is not None:
         s.max_inflight = ns.max_inflight
+    if getattr(ns, "fsync", None) is not None:
+        s.fsync = ns.fsync
+    if getattr(ns, "allow_volatile_store", None):
+        s.allow_volatile_store = True
     return s
 
 
@@ -243,7 +260,9 @@ def serve(settings: Settings) -> int:
     logs.configure(settings.log_level, _log_format(settings))
     embedded: EmbeddedRedis | None = None
     if not settings.redis_url:
-        embedded = EmbeddedRedis(settings.data_dir or default_data_dir()).start()
+        embedded = EmbeddedRedis(
+            settings.data_dir or default_data_dir(), appendfsync=settings.fsync
+        ).start()
         settings.redis_url = embedded.url
         key, created = ensure_admin_key(settings)
         settings.admin_api_key = key
@@ -251,8 +270,11 @@ def serve(settings: Settings) -> int:
             where = settings.data_dir / ADMIN_KEY_FILE
             print(f"Generated admin API key (shown once; kept in {where}):")
             print(f"  X-Admin-API-Key: {key}")
-    elif not settings.admin_api_key:
-        log.warning("ADMIN_API_KEY is not set: the admin plane will refuse every request")
+    else:
+        # An external store: refuse one that loses the ledger on restart (SystemExit).
+        check_store(settings.redis_url, allow_volatile=settings.allow_volatile_store)
+        if not settings.admin_api_key:
+            log.warning("ADMIN_API_KEY is not set: the admin plane will refuse every request")
     _export(settings)
     base = f"http://{settings.host}:{settings.port}"
     store_desc = f"embedded store in {settings.data_dir}" if embedded else settings.redis_url

@@ -55,6 +55,11 @@ class Settings:
     keep_alive_timeout_s: int = 5
     max_connections: int = 1024
     max_inflight: int = 512
+    # The embedded store's AOF fsync policy: "everysec" (lose at most ~1 s on a power cut) or
+    # "always" (fsync every write, slower).
+    fsync: str = "everysec"
+    # Serve on an external Redis with AOF off (a restart loses the ledger); refused otherwise.
+    allow_volatile_store: bool = False
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -86,4 +91,8 @@ class Settings:
             s.max_connections = int(env["RUNCYCLES_MAX_CONNECTIONS"])
         if "RUNCYCLES_MAX_INFLIGHT" in env:
             s.max_inflight = int(env["RUNCYCLES_MAX_INFLIGHT"])
+        if "RUNCYCLES_FSYNC" in env:
+            s.fsync = env["RUNCYCLES_FSYNC"]
+        flag = env.get("RUNCYCLES_ALLOW_VOLATILE_STORE", "").strip().lower()
+        s.allow_volatile_store = flag in ("1", "true", "yes", "on")
         return s
