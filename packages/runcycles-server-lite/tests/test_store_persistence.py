@@ -209,3 +209,12 @@ def test_cluster_urls_are_checked_on_their_seed_node() -> None:
     assert _node_url("redis+cluster://h:7000/0") == "redis://h:7000/0"
     assert _node_url("redis://h:7000/0?cluster=true&x=1") == "redis://h:7000/0?x=1"
     assert _node_url("unix:///tmp/r.sock") == "unix:///tmp/r.sock"
+
+
+def test_refusal_message_hides_the_password() -> None:
+    from runcycles_server_lite._persistence import volatile_message
+
+    msg = volatile_message("redis://app:s3cret@db.internal:6379/0")
+    assert "s3cret" not in msg
+    assert "redis://app:***@db.internal:6379/0" in msg
+    assert "redis://:***@h:1/0" in volatile_message("redis://:s3cret@h:1/0")

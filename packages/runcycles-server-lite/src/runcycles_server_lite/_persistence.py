@@ -77,8 +77,19 @@ def _node_url(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, parts.path, query, parts.fragment))
 
 
+def _redacted(url: str) -> str:
+    # Never print a password from the URL.
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + netloc, parts.path, parts.query, parts.fragment))
+
+
 def volatile_message(url: str) -> str:
     """Why serving on a store without AOF is refused, what would be lost, and the fixes."""
+    url = _redacted(url)
     return (
         f"refusing to serve: the Redis at {url} has append-only persistence off "
         "(appendonly no). When it restarts or fails over, every budget, balance, reservation "
