@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from runcycles_server_lite._serving import InflightLimit
+from runcycles_server_lite._serving import InflightLimit, uvicorn_options
 from runcycles_server_lite.cli import build_parser, settings_from_args
 from runcycles_server_lite.config import Settings
 from runcycles_server_lite.testing import ServerHandle, running_server, start_timeout
@@ -137,3 +137,58 @@ def test_listener_flags_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RUNCYCLES_MAX_INFLIGHT", "3")
     e = Settings.from_env()
     assert (e.keep_alive_timeout_s, e.max_connections, e.max_inflight) == (9, 0, 3)
+
+
+def closed_by_server(sock: socket.socket) -> bytes:
+    """Read until the server closes ``sock``; what it sent before closing."""
+    sock.settimeout(start_timeout(10))
+    got = b""
+    with contextlib.suppress(ConnectionError):
+        while chunk := sock.recv(65536):
+            got += chunk
+    return got
+
+
+def test_header_deadline_closes_silent_and_slow_clients_only(tmp_path: Path) -> None:
+    with running_server(tmp_path, header_timeout_s=0.5) as srv:
+        secret = srv.provision("slow-one", {"": 1000})
+        # Connects and never sends a byte.
+        with socket.create_connection(address(srv), timeout=10) as sock:
+            started = time.monotonic()
+            assert closed_by_server(sock) == b""
+            assert time.monotonic() - started >= 0.4
+        # Trickles its headers slower than the deadline.
+        with socket.create_connection(address(srv), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+            with contextlib.suppress(ConnectionError):
+                for _ in range(20):
+                    time.sleep(0.1)
+                    sock.sendall(b"X-Slow: 1\r\n")
+            assert closed_by_server(sock) == b""
+        # Idle keep-alive between requests is the keep-alive timeout's business, and a slow
+        # body is not timed once the headers are in.
+        with socket.create_connection(address(srv), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            time.sleep(1.0)
+            body = (
+                b'{"idempotency_key": "k-slow-1", "subject": {"tenant": "slow-one"}, '
+                b'"action": {"kind": "llm.completion", "name": "m"}, '
+                b'"estimate": {"unit": "USD_MICROCENTS", "amount": 1}}'
+            )
+            sock.sendall(
+                b"POST /v1/reservations HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                + f"X-Cycles-API-Key: {secret}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body[:10]
+            )
+            time.sleep(1.0)
+            sock.sendall(body[10:])
+            sock.settimeout(start_timeout(10))
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+def test_header_deadline_option() -> None:
+    assert "http" in uvicorn_options(Settings())
+    assert "http" not in uvicorn_options(Settings(header_timeout_s=0))
+    args = build_parser().parse_args(["--header-timeout", "2.5"])
+    assert settings_from_args(args).header_timeout_s == 2.5

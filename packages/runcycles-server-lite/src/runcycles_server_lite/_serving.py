@@ -1,20 +1,26 @@
 """Listener hardening shared by every way the server is run (CLI, admin port, tests).
 
-Two caps protect a busy or attacked server. uvicorn's ``limit_concurrency`` is the hard one:
-past ``max_connections`` open connections (idle keep-alives included) it answers every new
-request with a bare 503, health checks too. Below it, :class:`InflightLimit` caps requests
-being handled at ``max_inflight`` and answers the rest with the protocol's 503 body, while the
-health endpoints are exempt, so a saturated server still reports itself alive and ready.
+Slow clients are bounded by the keep-alive timeout (idle between requests) and a deadline for
+a request's headers (:mod:`._protocol`; uvicorn has none). Two caps protect a busy or attacked
+server. uvicorn's ``limit_concurrency`` is the hard one: past ``max_connections`` open
+connections (idle keep-alives included) it answers every new request with a bare 503, health
+checks too. Below it, :class:`InflightLimit` caps requests being handled at ``max_inflight``
+and answers the rest with the protocol's 503 body, while the health endpoints are exempt, so a
+saturated server still reports itself alive and ready.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .config import Settings
 from .errors import unavailable
+
+log = logging.getLogger("runcycles_server_lite.http")
 
 # Probes a load balancer or orchestrator sends; never refused by the in-flight cap.
 HEALTH_PATHS = frozenset(
@@ -29,16 +35,22 @@ HEALTH_PATHS = frozenset(
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """The uvicorn ``Config`` keywords that bound connections for ``settings``.
-
-    uvicorn has no timeout for reading request headers; the keep-alive timeout and the
-    connection cap bound what slow or idle clients can hold (front it with a reverse proxy for
-    header timeouts).
-    """
-    return {
+    """The uvicorn ``Config`` keywords that bound connections for ``settings``: keep-alive
+    timeout, connection cap, and (on the httptools parser) a request-header deadline."""
+    options: dict[str, Any] = {
         "timeout_keep_alive": settings.keep_alive_timeout_s,
         "limit_concurrency": settings.max_connections or None,
     }
+    if settings.header_timeout_s > 0:
+        try:
+            from ._protocol import HeaderTimeoutProtocol
+        except ImportError:  # no httptools (e.g. PyPy): uvicorn's h11 parser, no deadline
+            log.warning("httptools is not installed: request headers are not timed out")
+        else:
+            options["http"] = functools.partial(
+                HeaderTimeoutProtocol, header_timeout=settings.header_timeout_s
+            )
+    return options
 
 
 class InflightLimit:

@@ -71,6 +71,13 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
         help="close idle keep-alive connections after SECONDS (default 5)",
     )
     p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="close connections that take longer to send request headers (default 10; 0: off)",
+    )
+    p.add_argument(
         "--max-connections",
         type=int,
         default=None,
@@ -200,6 +207,8 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         s.max_body_bytes = ns.max_body_bytes
     if getattr(ns, "keep_alive_timeout", None) is not None:
         s.keep_alive_timeout_s = ns.keep_alive_timeout
+    if getattr(ns, "header_timeout", None) is not None:
+        s.header_timeout_s = ns.header_timeout
     if getattr(ns, "max_connections", None) is not None:
         s.max_connections = ns.max_connections
     if getattr(ns, "max_inflight", None) is not None:

@@ -53,6 +53,9 @@ class Settings:
     # (0: no cap); past max_inflight requests being handled per process the app answers the
     # protocol's 503, health endpoints exempt (0: no cap).
     keep_alive_timeout_s: int = 5
+    # A connection must send a request's complete headers within this many seconds of
+    # connecting (or of a further request's first byte), else it is closed (0: no deadline).
+    header_timeout_s: float = 10.0
     max_connections: int = 1024
     max_inflight: int = 512
     # The embedded store's AOF fsync policy: "everysec" (lose at most ~1 s on a power cut) or
@@ -87,6 +90,8 @@ class Settings:
             s.max_body_bytes = int(env["RUNCYCLES_MAX_BODY_BYTES"])
         if "RUNCYCLES_KEEP_ALIVE_TIMEOUT_S" in env:
             s.keep_alive_timeout_s = int(env["RUNCYCLES_KEEP_ALIVE_TIMEOUT_S"])
+        if "RUNCYCLES_HEADER_TIMEOUT_S" in env:
+            s.header_timeout_s = float(env["RUNCYCLES_HEADER_TIMEOUT_S"])
         if "RUNCYCLES_MAX_CONNECTIONS" in env:
             s.max_connections = int(env["RUNCYCLES_MAX_CONNECTIONS"])
         if "RUNCYCLES_MAX_INFLIGHT" in env:
