@@ -216,7 +216,8 @@ def unit_param(request: Request) -> str:
 
 async def optional_body(request: Request) -> Any:
     """The JSON body, or ``{}`` when the request has none."""
-    return await read_json(request, optional=True)
+    body = await request.body()
+    return {} if not body.strip() else await read_json(request)
 
 
 def metadata_json(metadata: Mapping[str, Any] | None) -> str:
