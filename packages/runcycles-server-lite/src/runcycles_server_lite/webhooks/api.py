@@ -108,19 +108,8 @@ def _filtered(request: Request, rows: list[dict[str, str]]) -> list[dict[str, An
     event_type = q.get("event_type") or None
     if event_type is not None and not events.valid_event_type(event_type):
         raise invalid("event_type is not an EventType")
-    search = search_param(request)
-    out = []
-    for rec in sorted(rows, key=lambda r: (r.get("created_at", ""), r["subscription_id"])):
-        types, _ = subs.selectors(rec)
-        if status is not None and rec.get("status") != status:
-            continue
-        if event_type is not None and event_type not in types:
-            continue
-        hay = (rec["subscription_id"] + " " + rec.get("url", "")).lower()
-        if search is not None and search not in hay:
-            continue
-        out.append(subs.wire(rec))
-    return out
+    found = subs.matching(rows, status=status, event_type=event_type, search=search_param(request))
+    return [subs.wire(rec) for rec in found]
 
 
 def _filters(request: Request, tenant: str | None) -> dict[str, Any]:

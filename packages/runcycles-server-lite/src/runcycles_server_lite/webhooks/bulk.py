@@ -45,19 +45,12 @@ async def bulk_action(request: Request) -> Response:
 async def _matching(svc: Services, req: WebhookBulkAction) -> list[dict[str, str]]:
     f = req.filter
     owners = [f.tenant_id] if f.tenant_id else await subs.all_tenants(svc.store)
-    search = f.search.lower() if f.search else None
-    out = []
-    for rec in await subs.list_for(svc.store, owners):
-        types, _ = subs.selectors(rec)
-        hay = (rec["subscription_id"] + " " + rec.get("url", "")).lower()
-        if (
-            (f.status is None or rec.get("status") == f.status)
-            and (f.event_type is None or f.event_type in types)
-            and (search is None or search in hay)
-        ):
-            out.append(rec)
-    out.sort(key=lambda r: (r.get("created_at", ""), r["subscription_id"]))
-    return out
+    return subs.matching(
+        await subs.list_for(svc.store, owners),
+        status=f.status,
+        event_type=f.event_type,
+        search=f.search.lower() if f.search else None,
+    )
 
 
 async def _run(svc: Services, req: WebhookBulkAction, request_id: str) -> dict[str, Any]:

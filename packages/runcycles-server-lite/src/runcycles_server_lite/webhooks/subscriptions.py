@@ -178,6 +178,29 @@ async def list_for(store: Store, tenants: Iterable[str]) -> list[dict[str, str]]
     return out
 
 
+def matching(
+    rows: Iterable[dict[str, str]],
+    *,
+    status: str | None = None,
+    event_type: str | None = None,
+    search: str | None = None,
+) -> list[dict[str, str]]:
+    """The records that pass the listWebhookSubscriptions filters (AND; ``search`` is a
+    lowercase substring of the id or URL), oldest first. The list routes and the bulk action
+    share it, as the spec requires their filters to mean the same."""
+    out = []
+    for rec in sorted(rows, key=lambda r: (r.get("created_at", ""), r["subscription_id"])):
+        if status is not None and rec.get("status") != status:
+            continue
+        if event_type is not None and event_type not in selectors(rec)[0]:
+            continue
+        hay = (rec["subscription_id"] + " " + rec.get("url", "")).lower()
+        if search is not None and search not in hay:
+            continue
+        out.append(rec)
+    return out
+
+
 async def all_tenants(store: Store) -> list[str]:
     members: set[str] = await store.redis.smembers(tenants_key(store))
     return sorted(members)
