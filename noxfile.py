@@ -300,7 +300,8 @@ def server(session: nox.Session) -> None:
 @nox.session
 def core(session: nox.Session) -> None:
     """runcycles-core tests: wire-level unit tests plus end-to-end against server-lite."""
-    _install(session, "base", f"-e ./{CORE}[test]", f"-e ./{SERVER}[test]")
+    # mypy: the README's examples are type-checked (tests/test_readme_types.py).
+    _install(session, "base", MYPY, f"-e ./{CORE}[test]", f"-e ./{SERVER}[test]")
     _pytest(session, f"{CORE}/tests")
 
 

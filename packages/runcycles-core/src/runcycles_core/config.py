@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+from ._fields import strict_fields
 from .models import Subject
 
 __all__ = ["CyclesConfig", "RetryPolicy"]
@@ -93,6 +94,7 @@ def _env_str(env: Mapping[str, str], name: str) -> str | None:
     return raw if raw else None
 
 
+@strict_fields
 @dataclass
 class CyclesConfig:
     """Settings for :class:`~runcycles_core.CyclesClient` / ``AsyncCyclesClient``.
@@ -102,6 +104,9 @@ class CyclesConfig:
     ``retry_max_attempts`` is the number of retries after the first attempt).
     ``retry_flush_timeout``, ``journal_enabled`` and ``journal_dir`` configure the durable
     settlement journal of the lifecycle layer.
+
+    An unknown keyword (a typo such as ``retry_max_atempts=``) raises :class:`TypeError`
+    naming the closest valid field and listing them all.
     """
 
     base_url: str

@@ -57,6 +57,7 @@ was stopped, is left as is). Unknown model prices fall back to committing the es
 
 from __future__ import annotations
 
+from ._kit_extras import MissingExtraError, needs_extra
 from ._kit_guards import (
     acommit_usage,
     amodel_guard,
@@ -84,6 +85,7 @@ from ._kit_supported import check_supported, in_range
 __all__ = [
     "LEVELS",
     "CyclesSettings",
+    "MissingExtraError",
     "ModelCall",
     "Received",
     "acommit_usage",
@@ -99,6 +101,7 @@ __all__ = [
     "estimate_for",
     "in_range",
     "model_guard",
+    "needs_extra",
     "normalize_usage",
     "reserve_model_step",
     "reserve_tool_step",
