@@ -210,17 +210,43 @@ def interpret(
     )
 
 
-def transport_failure(call: Call[Any], exc: httpx.TransportError, trace: TraceContext) -> Ambiguous:
+def transport_failure(
+    call: Call[Any], exc: httpx.TransportError, trace: TraceContext, base_url: str = ""
+) -> Ambiguous:
+    """No HTTP response. A failed connect (``ConnectError``: refused, unknown host) is marked
+    unreachable, so it is retried only within the connect budget."""
     return Ambiguous(
         CyclesTransportError,
-        f"{call.method} {call.path}: {type(exc).__name__}: {exc}",
+        f"{call.method} {base_url}{call.path}: {type(exc).__name__}: {exc}",
         trace_id=trace.trace_id,
         cause=exc,
+        unreachable=isinstance(exc, httpx.ConnectError),
     )
 
 
-def log_retry(call: Call[Any], failure: Ambiguous, attempt: int, delay: float) -> None:
+def give_up(
+    call: Call[Any], failure: Ambiguous, attempts: int, spent: float, config: CyclesConfig
+) -> CyclesUnavailableError:
+    """The error a call raises after its last attempt, logged once (never once per attempt:
+    a server that is down must not flood the log)."""
+    message = failure.message
+    if failure.unreachable:
+        message = (
+            f"cannot reach the Cycles server at {config.base_url} "
+            f"({attempts} attempt{'s' if attempts != 1 else ''} in {spent:.1f}s; last: "
+            f"{failure.message}). Check base_url / CYCLES_BASE_URL and that the server is "
+            f"running; retry_connect_budget / CYCLES_RETRY_CONNECT_BUDGET "
+            f"(now {config.retry_connect_budget:g}s) sets how long to keep trying."
+        )
     logger.warning(
+        "cycles %s %s failed after %d attempt(s): %s", call.method, call.path, attempts, message
+    )
+    return failure.to_error(attempts, message)
+
+
+def log_retry(call: Call[Any], failure: Ambiguous, attempt: int, delay: float) -> None:
+    # DEBUG: the call's final failure is logged once, at WARNING, by give_up.
+    logger.debug(
         "cycles %s %s attempt %d failed (%s); retrying in %.2fs with idempotency key %s",
         call.method,
         call.path,
