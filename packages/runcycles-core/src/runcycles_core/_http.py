@@ -21,6 +21,7 @@ from ._retry import Ambiguous, parse_retry_after_ms
 from ._trace import TraceContext
 from .config import CyclesConfig
 from .errors import (
+    BudgetExceededError,
     CyclesTransportError,
     CyclesUnavailableError,
     InvalidResponseError,
@@ -193,7 +194,7 @@ def interpret(
             details=details,
         )
     if 400 <= status < 500:
-        raise error_class_for(status, code)(
+        err = error_class_for(status, code)(
             message,
             status=status,
             error_code=code,
@@ -201,6 +202,9 @@ def interpret(
             trace_id=trace_id,
             details=details,
         )
+        if isinstance(err, BudgetExceededError):
+            _note_request_amount(err, call.body)
+        raise err
     return Ambiguous(
         InvalidResponseError,
         f"{call.method} {call.path}: unexpected HTTP {status} (expected {call.expected_status})",
@@ -208,6 +212,16 @@ def interpret(
         request_id=request_id,
         trace_id=trace_id,
     )
+
+
+def _note_request_amount(err: BudgetExceededError, body: CyclesModel | None) -> None:
+    """Give a denial the amount and unit its request asked for (reserve/decide: ``estimate``;
+    commit/event: ``actual``), so its message can name them whatever the server sent."""
+    asked = getattr(body, "estimate", None) or getattr(body, "actual", None)
+    amount, unit = getattr(asked, "amount", None), getattr(asked, "unit", None)
+    if isinstance(amount, int) and unit is not None:
+        err.request_amount = amount
+        err.request_unit = str(getattr(unit, "value", unit))
 
 
 def transport_failure(
