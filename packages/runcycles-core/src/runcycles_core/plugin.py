@@ -25,7 +25,10 @@ After a call
 
 At import
     :func:`check_supported` warns (naming the tested range) when the installed framework is
-    outside the range the plugin is tested with.
+    outside the range the plugin is tested with; :func:`quiet_denials` keeps a framework that
+    logs every callback exception from printing a denial the caller handles;
+    :func:`needs_extra` turns a missing optional framework package into an error naming the
+    extra to install.
 
 The settlement rule (one for every plugin)
 ------------------------------------------
@@ -70,6 +73,7 @@ from ._kit_guards import (
     reserve_tool_step,
     tool_guard,
 )
+from ._kit_logging import DenialLogFilter, quiet_denials
 from ._kit_settings import LEVELS, CyclesSettings, ModelCall, estimate_for, resolve_settings
 from ._kit_settle import (
     Received,
@@ -85,6 +89,7 @@ from ._kit_supported import check_supported, in_range
 __all__ = [
     "LEVELS",
     "CyclesSettings",
+    "DenialLogFilter",
     "MissingExtraError",
     "ModelCall",
     "Received",
@@ -103,6 +108,7 @@ __all__ = [
     "model_guard",
     "needs_extra",
     "normalize_usage",
+    "quiet_denials",
     "reserve_model_step",
     "reserve_tool_step",
     "resolve_settings",

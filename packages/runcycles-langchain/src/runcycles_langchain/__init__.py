@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from runcycles_core.plugin import CyclesSettings, check_supported, needs_extra
 
+from . import _quiet
 from ._errors import BudgetExceededError
 from ._handler import CyclesCallbackHandler
 from ._supported import BELOW, FRAMEWORK, OLDEST
@@ -29,6 +30,7 @@ __all__ = [
 ]
 
 check_supported("runcycles-langchain", FRAMEWORK, OLDEST, BELOW)
+_quiet.install()
 
 
 def __getattr__(name: str) -> Any:
