@@ -299,14 +299,16 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def server(session: nox.Session) -> None:
     """server-lite tests against a real Redis (embedded, or REDIS_URL) over real HTTP."""
-    _install(session, "base", f"-e ./{SERVER}[test]")
+    # server-lite depends on runcycles-core (shared amount formatting): install it from here.
+    _install(session, "base", f"-e ./{CORE}[test]", f"-e ./{SERVER}[test]")
     _pytest(session, f"{SERVER}/tests")
 
 
 @nox.session
 def core(session: nox.Session) -> None:
     """runcycles-core tests: wire-level unit tests plus end-to-end against server-lite."""
-    _install(session, "base", f"-e ./{CORE}[test]", f"-e ./{SERVER}[test]")
+    # mypy: the README's examples are type-checked (tests/test_readme_types.py).
+    _install(session, "base", MYPY, f"-e ./{CORE}[test]", f"-e ./{SERVER}[test]")
     _pytest(session, f"{CORE}/tests")
 
 
@@ -428,7 +430,7 @@ def conformance(session: nox.Session) -> None:
 @nox.session
 def serve(session: nox.Session) -> None:
     """Start server-lite on the embedded store (extra args go to the server CLI)."""
-    _install(session, "base", f"-e ./{SERVER}[test]")
+    _install(session, "base", f"-e ./{CORE}[test]", f"-e ./{SERVER}[test]")
     session.run("runcycles-server-lite", *session.posargs)
 
 

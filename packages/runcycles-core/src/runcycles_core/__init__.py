@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
 from ._trace import TraceContext, current_trace, trace_context
+from .amounts import describe_denial, format_amount, parse_amount
 from .caps import clamp_max_tokens, filter_tools, tool_allowed
 from .client import AsyncCyclesClient, CyclesClient
 from .config import CyclesConfig, RetryPolicy
@@ -235,6 +236,10 @@ __all__ = [
     "clamp_max_tokens",
     "filter_tools",
     "tool_allowed",
+    # amounts for people
+    "describe_denial",
+    "format_amount",
+    "parse_amount",
     # pricing and estimation
     "MICROCENTS_PER_USD",
     "Estimate",

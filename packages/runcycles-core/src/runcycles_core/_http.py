@@ -21,6 +21,7 @@ from ._retry import Ambiguous, parse_retry_after_ms
 from ._trace import TraceContext
 from .config import CyclesConfig
 from .errors import (
+    BudgetExceededError,
     CyclesTransportError,
     CyclesUnavailableError,
     InvalidResponseError,
@@ -193,7 +194,7 @@ def interpret(
             details=details,
         )
     if 400 <= status < 500:
-        raise error_class_for(status, code)(
+        err = error_class_for(status, code)(
             message,
             status=status,
             error_code=code,
@@ -201,6 +202,9 @@ def interpret(
             trace_id=trace_id,
             details=details,
         )
+        if isinstance(err, BudgetExceededError):
+            _note_request_amount(err, call.body)
+        raise err
     return Ambiguous(
         InvalidResponseError,
         f"{call.method} {call.path}: unexpected HTTP {status} (expected {call.expected_status})",
@@ -210,17 +214,53 @@ def interpret(
     )
 
 
-def transport_failure(call: Call[Any], exc: httpx.TransportError, trace: TraceContext) -> Ambiguous:
+def _note_request_amount(err: BudgetExceededError, body: CyclesModel | None) -> None:
+    """Give a denial the amount and unit its request asked for (reserve/decide: ``estimate``;
+    commit/event: ``actual``), so its message can name them whatever the server sent."""
+    asked = getattr(body, "estimate", None) or getattr(body, "actual", None)
+    amount, unit = getattr(asked, "amount", None), getattr(asked, "unit", None)
+    if isinstance(amount, int) and unit is not None:
+        err.request_amount = amount
+        err.request_unit = str(getattr(unit, "value", unit))
+
+
+def transport_failure(
+    call: Call[Any], exc: httpx.TransportError, trace: TraceContext, base_url: str = ""
+) -> Ambiguous:
+    """No HTTP response. A failed connect (``ConnectError``: refused, unknown host) is marked
+    unreachable, so it is retried only within the connect budget."""
     return Ambiguous(
         CyclesTransportError,
-        f"{call.method} {call.path}: {type(exc).__name__}: {exc}",
+        f"{call.method} {base_url}{call.path}: {type(exc).__name__}: {exc}",
         trace_id=trace.trace_id,
         cause=exc,
+        unreachable=isinstance(exc, httpx.ConnectError),
     )
 
 
-def log_retry(call: Call[Any], failure: Ambiguous, attempt: int, delay: float) -> None:
+def give_up(
+    call: Call[Any], failure: Ambiguous, attempts: int, spent: float, config: CyclesConfig
+) -> CyclesUnavailableError:
+    """The error a call raises after its last attempt, logged once (never once per attempt:
+    a server that is down must not flood the log)."""
+    message = failure.message
+    if failure.unreachable:
+        message = (
+            f"cannot reach the Cycles server at {config.base_url} "
+            f"({attempts} attempt{'s' if attempts != 1 else ''} in {spent:.1f}s; last: "
+            f"{failure.message}). Check base_url / CYCLES_BASE_URL and that the server is "
+            f"running; retry_connect_budget / CYCLES_RETRY_CONNECT_BUDGET "
+            f"(now {config.retry_connect_budget:g}s) sets how long to keep trying."
+        )
     logger.warning(
+        "cycles %s %s failed after %d attempt(s): %s", call.method, call.path, attempts, message
+    )
+    return failure.to_error(attempts, message)
+
+
+def log_retry(call: Call[Any], failure: Ambiguous, attempt: int, delay: float) -> None:
+    # DEBUG: the call's final failure is logged once, at WARNING, by give_up.
+    logger.debug(
         "cycles %s %s attempt %d failed (%s); retrying in %.2fs with idempotency key %s",
         call.method,
         call.path,

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._fields import strict_fields
 from .client import AsyncCyclesClient, CyclesClient
 from .config import CyclesConfig
 from .decorator import build_spec, default_async_client, default_client
@@ -46,6 +47,7 @@ class ModelCall:
     action_kind: str = "llm.completion"
 
 
+@strict_fields
 @dataclass
 class CyclesSettings:
     """Configuration shared by every plugin entry point.

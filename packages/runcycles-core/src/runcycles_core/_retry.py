@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,10 +40,12 @@ class Ambiguous:
     trace_id: str | None = None
     details: dict[str, Any] | None = None
     cause: BaseException | None = None
+    # No connection could be made (refused, unknown host): retried within the connect budget.
+    unreachable: bool = False
 
-    def to_error(self, attempts: int) -> CyclesUnavailableError:
+    def to_error(self, attempts: int, message: str | None = None) -> CyclesUnavailableError:
         err = self.kind(
-            self.message,
+            self.message if message is None else message,
             status=self.status,
             error_code=self.error_code,
             retry_after_ms=self.retry_after_ms,
@@ -62,9 +65,25 @@ class RetryBudget:
     policy: RetryPolicy
     rng: random.Random = field(default_factory=random.Random)
     attempts: int = 0
+    waited: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def spent(self) -> float:
+        """Seconds this call has taken so far (at least the waits it scheduled)."""
+        return max(time.monotonic() - self.started, self.waited)
 
     def next_delay(self, failure: Ambiguous) -> float | None:
         """Seconds to wait before re-sending, or ``None`` to give up."""
+        delay = self._delay(failure)
+        if delay is None:
+            return None
+        if failure.unreachable and self.spent + delay > self.policy.connect_budget:
+            return None
+        self.waited += delay
+        return delay
+
+    def _delay(self, failure: Ambiguous) -> float | None:
         if not self.policy.enabled or self.attempts > self.policy.max_retries:
             return None
         backoff = self.policy.backoff(self.attempts)

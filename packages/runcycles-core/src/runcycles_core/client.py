@@ -37,6 +37,7 @@ from ._http import (
     JWKS_PATH,
     RESERVATIONS_PATH,
     Call,
+    give_up,
     interpret,
     log_retry,
     reservation_path,
@@ -359,14 +360,14 @@ class CyclesClient(_Operations):
             try:
                 resp = self._http.send(call.build(self._http, trace, self.config))
             except httpx.TransportError as exc:
-                outcome = transport_failure(call, exc, trace)
+                outcome = transport_failure(call, exc, trace, self.config.base_url)
             else:
                 outcome = interpret(call, resp, trace, budget.attempts)
             if not isinstance(outcome, Ambiguous):
                 return outcome
             delay = budget.next_delay(outcome)
             if delay is None:
-                raise outcome.to_error(budget.attempts)
+                raise give_up(call, outcome, budget.attempts, budget.spent, self.config)
             log_retry(call, outcome, budget.attempts, delay)
             _sleep(delay)
 
@@ -605,14 +606,14 @@ class AsyncCyclesClient(_Operations):
             try:
                 resp = await self._http.send(call.build(self._http, trace, self.config))
             except httpx.TransportError as exc:
-                outcome = transport_failure(call, exc, trace)
+                outcome = transport_failure(call, exc, trace, self.config.base_url)
             else:
                 outcome = interpret(call, resp, trace, budget.attempts)
             if not isinstance(outcome, Ambiguous):
                 return outcome
             delay = budget.next_delay(outcome)
             if delay is None:
-                raise outcome.to_error(budget.attempts)
+                raise give_up(call, outcome, budget.attempts, budget.spent, self.config)
             log_retry(call, outcome, budget.attempts, delay)
             await _async_sleep(delay)
 

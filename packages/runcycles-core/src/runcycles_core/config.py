@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+from ._fields import strict_fields
 from .models import Subject
 
 __all__ = ["CyclesConfig", "RetryPolicy"]
@@ -21,6 +22,9 @@ class RetryPolicy:
     """How one client call retries an ambiguous outcome (transport error, timeout, 5xx, 429).
 
     The same request, with the same idempotency key, is re-sent up to ``max_retries`` times.
+    A refused connection (nothing listening, unknown host) is retried only while the call's
+    time so far plus the next wait stays within ``connect_budget`` seconds, so a server that is
+    down fails fast instead of backing off for the full schedule.
     Wait before retry *n* (1-based): ``min(initial_delay * multiplier**(n-1), max_delay)``, minus
     a random share of up to ``jitter`` of it; a ``Retry-After`` from the server is a floor on
     the wait. A ``Retry-After`` longer than ``max_delay`` ends the retries at once (waiting less
@@ -34,8 +38,11 @@ class RetryPolicy:
     multiplier: float = 2.0
     max_delay: float = 30.0
     jitter: float = 0.2
+    connect_budget: float = 2.0
 
     def __post_init__(self) -> None:
+        if self.connect_budget < 0:
+            raise ValueError("retry_connect_budget must be >= 0 seconds")
         if self.max_retries < 0:
             raise ValueError("max_retries must be >= 0")
         if self.initial_delay < 0 or self.max_delay < 0:
@@ -93,15 +100,20 @@ def _env_str(env: Mapping[str, str], name: str) -> str | None:
     return raw if raw else None
 
 
+@strict_fields
 @dataclass
 class CyclesConfig:
     """Settings for :class:`~runcycles_core.CyclesClient` / ``AsyncCyclesClient``.
 
     ``tenant`` … ``toolset`` are the default subject used when a call gives none.
     ``retry_*`` configure the per-call retry of ambiguous outcomes (see :class:`RetryPolicy`;
-    ``retry_max_attempts`` is the number of retries after the first attempt).
+    ``retry_max_attempts`` is the number of retries after the first attempt;
+    ``retry_connect_budget`` bounds, in seconds, how long a refused connection is retried).
     ``retry_flush_timeout``, ``journal_enabled`` and ``journal_dir`` configure the durable
     settlement journal of the lifecycle layer.
+
+    An unknown keyword (a typo such as ``retry_max_atempts=``) raises :class:`TypeError`
+    naming the closest valid field and listing them all.
     """
 
     base_url: str
@@ -126,6 +138,7 @@ class CyclesConfig:
     retry_max_delay: float = 30.0
     retry_jitter: float = 0.2
     retry_flush_timeout: float = 10.0
+    retry_connect_budget: float = 2.0
 
     journal_enabled: bool = True
     journal_dir: str | None = None
@@ -157,6 +170,7 @@ class CyclesConfig:
             multiplier=self.retry_multiplier,
             max_delay=self.retry_max_delay,
             jitter=self.retry_jitter,
+            connect_budget=self.retry_connect_budget,
         )
 
     def default_subject(self, **overrides: str | None) -> Subject | None:
@@ -184,7 +198,8 @@ class CyclesConfig:
         ``_TOOLSET``. HTTP: ``CYCLES_CONNECT_TIMEOUT``, ``_READ_TIMEOUT``, ``_WRITE_TIMEOUT``,
         ``_POOL_TIMEOUT`` (seconds), ``CYCLES_USER_AGENT``. Retry: ``CYCLES_RETRY_ENABLED``,
         ``_RETRY_MAX_ATTEMPTS``, ``_RETRY_INITIAL_DELAY``, ``_RETRY_MULTIPLIER``,
-        ``_RETRY_MAX_DELAY``, ``_RETRY_JITTER``, ``_RETRY_FLUSH_TIMEOUT``. Journal:
+        ``_RETRY_MAX_DELAY``, ``_RETRY_JITTER``, ``_RETRY_FLUSH_TIMEOUT``,
+        ``_RETRY_CONNECT_BUDGET``. Journal:
         ``CYCLES_JOURNAL_ENABLED``, ``CYCLES_JOURNAL_DIR``. Lifecycle defaults: ``CYCLES_SHADOW``,
         ``CYCLES_OUTAGE_POLICY`` (``fail_closed`` or ``fail_open``). Booleans accept
         true/false/1/0/yes/no/on/off; anything else is a ``ValueError``.
@@ -217,6 +232,7 @@ class CyclesConfig:
             retry_max_delay=_env_number(env, f"{p}RETRY_MAX_DELAY", 30.0),
             retry_jitter=_env_number(env, f"{p}RETRY_JITTER", 0.2),
             retry_flush_timeout=_env_number(env, f"{p}RETRY_FLUSH_TIMEOUT", 10.0),
+            retry_connect_budget=_env_number(env, f"{p}RETRY_CONNECT_BUDGET", 2.0),
             journal_enabled=_env_bool(env, f"{p}JOURNAL_ENABLED", True),
             journal_dir=_env_str(env, f"{p}JOURNAL_DIR"),
             shadow=_env_bool(env, f"{p}SHADOW", False),

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .amounts import describe_denial
+
 __all__ = [
     "ActionDeniedError",
     "AuthenticationError",
@@ -100,8 +102,8 @@ class _ErrorFields:
         """Seconds the server asked us to wait (``Retry-After`` or ``retry_after_ms``)."""
         return None if self.retry_after_ms is None else self.retry_after_ms / 1000.0
 
-    def _describe(self) -> str:
-        parts = [self.message]
+    def _describe(self, lead: str | None = None) -> str:
+        parts = [self.message if lead is None else lead]
         if self.error_code:
             parts.append(f"error_code={self.error_code}")
         if self.status:
@@ -188,7 +190,55 @@ class BudgetExceededError(CyclesProtocolError):
 
     Catch this to stop on any "no": insufficient budget, overdraft limit, outstanding debt,
     frozen or closed budget, closed tenant, action-policy denial. Plugins subclass it.
+
+    ``str(err)`` says what a person needs: the reason, the ``scope``, the ``remaining`` and
+    ``requested`` amounts and their ``unit`` (dollars for ``USD_MICROCENTS``), e.g.
+    ``insufficient remaining budget on tenant:acme: remaining $0.50, requested $1.50 (unit
+    USD_MICROCENTS)``. The amounts come from the server's ``details`` when it sends them (as
+    server-lite does), else ``requested`` / ``unit`` from the request this client sent;
+    ``message`` keeps the server's own text.
     """
+
+    # What the request asked for, filled in by the client (a server need not echo it).
+    request_amount: int | None = None
+    request_unit: str | None = None
+
+    def _detail(self, name: str) -> object:
+        return (self.details or {}).get(name)
+
+    @property
+    def remaining(self) -> int | None:
+        """The refusing scope's remaining amount, if the server reported it."""
+        value = self._detail("remaining")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    @property
+    def requested(self) -> int | None:
+        """The amount the denied request asked for (in :attr:`unit`)."""
+        value = self._detail("requested")
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        return self.request_amount
+
+    @property
+    def unit(self) -> str | None:
+        """The unit of :attr:`remaining` and :attr:`requested`."""
+        value = self._detail("unit")
+        return value if isinstance(value, str) else self.request_unit
+
+    def summary(self) -> str:
+        """The denial in one line with the amounts (see the class docstring)."""
+        return describe_denial(
+            self.error_code, self.scope, self.remaining, self.requested, self.unit
+        )
+
+    def __str__(self) -> str:
+        if self.unit is None:
+            return self._describe()
+        summary = self.summary()
+        if self.message and self.message != summary:
+            summary = f"{summary}; server: {self.message}"
+        return self._describe(summary)
 
 
 BudgetDeniedError = BudgetExceededError

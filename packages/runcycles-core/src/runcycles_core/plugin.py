@@ -25,7 +25,10 @@ After a call
 
 At import
     :func:`check_supported` warns (naming the tested range) when the installed framework is
-    outside the range the plugin is tested with.
+    outside the range the plugin is tested with; :func:`quiet_denials` keeps a framework that
+    logs every callback exception from printing a denial the caller handles;
+    :func:`needs_extra` turns a missing optional framework package into an error naming the
+    extra to install.
 
 The settlement rule (one for every plugin)
 ------------------------------------------
@@ -57,6 +60,7 @@ was stopped, is left as is). Unknown model prices fall back to committing the es
 
 from __future__ import annotations
 
+from ._kit_extras import MissingExtraError, needs_extra
 from ._kit_guards import (
     acommit_usage,
     amodel_guard,
@@ -69,6 +73,7 @@ from ._kit_guards import (
     reserve_tool_step,
     tool_guard,
 )
+from ._kit_logging import DenialLogFilter, quiet_denials
 from ._kit_settings import LEVELS, CyclesSettings, ModelCall, estimate_for, resolve_settings
 from ._kit_settle import (
     Received,
@@ -84,6 +89,8 @@ from ._kit_supported import check_supported, in_range
 __all__ = [
     "LEVELS",
     "CyclesSettings",
+    "DenialLogFilter",
+    "MissingExtraError",
     "ModelCall",
     "Received",
     "acommit_usage",
@@ -99,7 +106,9 @@ __all__ = [
     "estimate_for",
     "in_range",
     "model_guard",
+    "needs_extra",
     "normalize_usage",
+    "quiet_denials",
     "reserve_model_step",
     "reserve_tool_step",
     "resolve_settings",

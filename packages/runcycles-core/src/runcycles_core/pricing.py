@@ -41,6 +41,7 @@ from runcycles_core._tokens import (
     count_message_tokens,
     default_token_counter,
 )
+from runcycles_core.amounts import MICROCENTS_PER_USD as _MICROCENTS_PER_USD
 
 if TYPE_CHECKING:
     from genai_prices.data_snapshot import DataSnapshot
@@ -69,7 +70,7 @@ __all__ = [
 ]
 
 USD_MICROCENTS = "USD_MICROCENTS"
-MICROCENTS_PER_USD = 100_000_000
+MICROCENTS_PER_USD = _MICROCENTS_PER_USD  # one definition, in .amounts
 PRICE_SOURCE = "genai-prices"
 DEFAULT_BUFFER = Decimal("1.2")
 

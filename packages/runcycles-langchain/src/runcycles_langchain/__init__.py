@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from runcycles_core.plugin import CyclesSettings, check_supported
+from runcycles_core.plugin import CyclesSettings, check_supported, needs_extra
 
+from . import _quiet
 from ._errors import BudgetExceededError
 from ._handler import CyclesCallbackHandler
 from ._supported import BELOW, FRAMEWORK, OLDEST
@@ -29,12 +30,14 @@ __all__ = [
 ]
 
 check_supported("runcycles-langchain", FRAMEWORK, OLDEST, BELOW)
+_quiet.install()
 
 
 def __getattr__(name: str) -> Any:
     # The middleware needs the `langchain` package; import it only when asked for.
     if name == "CyclesMiddleware":
-        from ._middleware import CyclesMiddleware
+        with needs_extra("CyclesMiddleware", "runcycles-langchain[agents]", "langchain"):
+            from ._middleware import CyclesMiddleware
 
         return CyclesMiddleware
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

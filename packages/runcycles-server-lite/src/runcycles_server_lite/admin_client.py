@@ -18,6 +18,8 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from runcycles_core.amounts import MONEY_UNIT, format_amount, parse_amount
+
 from .cli import ADMIN_KEY_FILE, DEFAULT_URL
 from .config import Settings
 
@@ -118,7 +120,28 @@ def key_create(http: httpx.Client, ns: argparse.Namespace, out: Console) -> None
     )
 
 
+def _allocation(ns: argparse.Namespace) -> int:
+    """``budget set``'s AMOUNT in the budget's unit: ``$1.50`` / ``1.50 USD`` or an integer."""
+    try:
+        amount = parse_amount(str(ns.amount), ns.unit)
+    except ValueError as exc:
+        hint = ""
+        if str(ns.amount).startswith("."):
+            # `budget set x $1.50` unquoted: the shell expanded "$1" and left ".50".
+            hint = " (quote dollar amounts for the shell: '$1.50', or write 1.50 USD)"
+        raise CommandError(f"{exc}{hint}") from None
+    if amount < 0:
+        raise CommandError(f"{ns.amount!r}: an allocation cannot be negative")
+    return amount
+
+
+def _dollars(amount: int, unit: str) -> str:
+    """`` ($1.50)`` after a raw money amount; nothing for other units."""
+    return f" ({format_amount(amount, unit)})" if unit == MONEY_UNIT else ""
+
+
 def budget_set(http: httpx.Client, ns: argparse.Namespace, out: Console) -> None:
+    amount = _allocation(ns)
     scope: str = ns.scope.strip()
     tenant = ns.tenant
     if not scope.lower().startswith("tenant:"):
@@ -132,23 +155,26 @@ def budget_set(http: httpx.Client, ns: argparse.Namespace, out: Console) -> None
             "tenant_id": tenant,
             "scope": scope,
             "unit": ns.unit,
-            "allocated": {"unit": ns.unit, "amount": ns.amount},
+            "allocated": {"unit": ns.unit, "amount": amount},
         }
         b = _check(http.post("/v1/admin/budgets", json=body), 201)
-        out.print(f"created {b['scope']} {ns.unit}: allocated {ns.amount:,}")
+        out.print(
+            f"created {b['scope']} {ns.unit}: allocated {amount:,}{_dollars(amount, ns.unit)}"
+        )
         return
     _check(r, 200)
     res = _check(
         http.post(
             "/v1/admin/budgets/fund",
             params={"tenant_id": tenant, "scope": scope, "unit": ns.unit},
-            json={"operation": "RESET", "amount": {"unit": ns.unit, "amount": ns.amount}},
+            json={"operation": "RESET", "amount": {"unit": ns.unit, "amount": amount}},
         ),
         200,
     )
+    new, left = res["new_allocated"]["amount"], res["new_remaining"]["amount"]
     out.print(
         f"reset {scope} {ns.unit}: allocated {res['previous_allocated']['amount']:,} -> "
-        f"{res['new_allocated']['amount']:,}, remaining {res['new_remaining']['amount']:,}"
+        f"{new:,}{_dollars(new, ns.unit)}, remaining {left:,}{_dollars(left, ns.unit)}"
     )
 
 
@@ -167,16 +193,21 @@ def balances(http: httpx.Client, ns: argparse.Namespace, out: Console) -> None:
     table = Table(title=f"Budgets of {ns.tenant_id}")
     table.add_column("scope", no_wrap=True)
     table.add_column("unit", no_wrap=True)
-    for name in ("allocated", "remaining", "reserved", "spent", "debt"):
+    for name in ("allocated", "remaining", "remaining $", "reserved", "spent", "debt"):
         table.add_column(name, justify="right")
     table.add_column("over-limit")
     table.add_column("status")
     for b in _ledgers(http, ns.tenant_id):
+        raw = {f: b[f]["amount"] for f in ("allocated", "remaining", "reserved", "spent", "debt")}
+        # Dollars beside the raw units for money budgets; other units have no dollar value.
+        money = format_amount(raw["remaining"], b["unit"]) if b["unit"] == MONEY_UNIT else ""
         table.add_row(
             b["scope"],
             b["unit"],
-            *(f"{b[f]['amount']:,}" for f in ("allocated", "remaining", "reserved", "spent")),
-            f"{b['debt']['amount']:,}",
+            f"{raw['allocated']:,}",
+            f"{raw['remaining']:,}",
+            money,
+            *(f"{raw[f]:,}" for f in ("reserved", "spent", "debt")),
             "yes" if b["is_over_limit"] else "no",
             b["status"],
         )

@@ -126,7 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = budget.add_parser("set", help="create a budget, or reset its allocation to AMOUNT")
     p.add_argument("scope", help="scope path, e.g. tenant:acme/workspace:prod")
-    p.add_argument("amount", type=int, help="allocation in the unit's minor units")
+    p.add_argument(
+        "amount",
+        help="allocation: dollars ($1.50, 1.50 USD) for USD_MICROCENTS, or an integer in the unit",
+    )
     p.add_argument("--unit", default="USD_MICROCENTS", choices=list(UNITS))
     p.add_argument("--tenant", default=None, help="tenant id (default: from the scope)")
     _client_parser(p)

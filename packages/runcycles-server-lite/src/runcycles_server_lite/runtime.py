@@ -33,6 +33,7 @@ from starlette.routing import BaseRoute, Route
 
 from . import auth as perms
 from . import events, metrics
+from .denials import denial_message
 from .errors import ProtocolError, invalid
 from .http import JSONResponse, raw_json_response, read_json, request_ids
 from .keys import SUBJECT_LEVELS, UNITS
@@ -89,7 +90,7 @@ def _script_result(result: Any) -> Response:
         return raw_json_response(result[2], status=int(result[1]))
     code, message = str(result[1]), str(result[2])
     details = orjson.loads(result[3]) if len(result) > 3 and result[3] else None
-    raise ProtocolError(code, message, details=details)
+    raise ProtocolError(code, denial_message(code, message, details), details=details)
 
 
 def _idempotency_header(request: Request, body_key: str) -> None:

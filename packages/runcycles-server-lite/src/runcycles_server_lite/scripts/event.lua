@@ -40,7 +40,7 @@ local function status_refusal(b)
 end
 local r, rerr = evaluate(4, scopes, actual, status_refusal)
 if not r then return rerr end
-if r.refusal then return refusal_error(r) end
+if r.refusal then return refusal_error(r, actual, unit) end
 local budgets, bscopes = r.budgets, r.scopes
 if #budgets == 0 then
   local mismatch = unit_probe(KEYS[4], scopes, unit, ARGV[14])

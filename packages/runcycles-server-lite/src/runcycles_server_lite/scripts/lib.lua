@@ -437,6 +437,7 @@ local function evaluate(first, scopes, estimate, check)
       if refusal and not r.refusal then
         r.refusal = refusal
         r.refusal_scope = scopes[i]
+        r.refusal_budget = b
       end
     end
   end
@@ -449,9 +450,15 @@ local function leaf_caps(r)
   return nil
 end
 
-local function refusal_error(r)
-  return err(r.refusal, REFUSAL_MESSAGE[r.refusal] .. ": " .. r.refusal_scope,
-    '{"scope":' .. jstr(r.refusal_scope) .. '}')
+-- details carry the refusing scope and, given the request's amount and unit, the scope's
+-- remaining and the requested amount as integers (the server turns them into the message).
+local function refusal_error(r, requested, unit)
+  local details = '{"scope":' .. jstr(r.refusal_scope)
+  if requested and unit then
+    details = details .. ',"unit":"' .. unit .. '","requested":' .. requested ..
+      ',"remaining":' .. r.refusal_budget.remaining
+  end
+  return err(r.refusal, REFUSAL_MESSAGE[r.refusal] .. ": " .. r.refusal_scope, details .. '}')
 end
 
 -- Budgets recorded on a reservation (key names written from KEYS at reserve time, all in

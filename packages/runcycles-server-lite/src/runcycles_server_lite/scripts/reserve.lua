@@ -73,7 +73,7 @@ if r.refusal then
     if bscopes[i] == r.refusal_scope then remaining = budgets[i].remaining end
   end
   denied(r.refusal, r.refusal_scope, remaining)
-  return refusal_error(r)
+  return refusal_error(r, estimate, unit)
 end
 if #budgets == 0 then
   local mismatch = unit_probe(KEYS[6], scopes, unit, ARGV[16])
