@@ -34,8 +34,9 @@ DRAINS_STOPPED_STREAM = (
 )
 STREAM_ERROR_IS_A_CANCEL = (
     "Pydantic AI hands a stream's error to the stream's consumer and cancels the model-request "
-    "hook (wrap_model_request sees CancelledError, never the error nor the partial response), "
-    "so a stream that raised after output is settled as cancelled: its prompt, counted offline"
+    "hook, and the partial response is in no hook's reach (not in the run's messages when "
+    "on_run_error reports the error): the plugin sees no output, so a stream that raised is "
+    "settled as one that raised before any output (released)"
 )
 SYNC_CANCEL = (
     "run_sync() running on a worker thread cannot be cancelled from outside; cancellation is "

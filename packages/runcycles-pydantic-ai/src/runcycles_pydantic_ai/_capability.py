@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +54,7 @@ class _Open:
     guard: AsyncGuard
     call: ModelCall
     history: int
+    settings: CyclesSettings
 
 
 class CyclesCapability(AbstractCapability[Any]):
@@ -97,6 +100,14 @@ class CyclesCapability(AbstractCapability[Any]):
         self.settings = resolve_settings(settings, fields, denial_error=BudgetExceededError)
         self.model = model
         self.provider = provider
+        # run_sync() runs each thread's runs on that thread's own event loop, and an async client
+        # serves one loop: runs on another loop than the first get a copy of the settings that
+        # derives its own async client from the same sync client.
+        self._home: asyncio.AbstractEventLoop | None = None
+        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CyclesSettings] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._loop_lock = threading.Lock()
         # Per run id: the model calls in flight (settled by on_run_error if the run fails).
         self._open: dict[str, list[_Open]] = {}
         self._later: set[asyncio.Future[None]] = set()
@@ -109,11 +120,12 @@ class CyclesCapability(AbstractCapability[Any]):
         request_context: ModelRequestContext,
         handler: Any,
     ) -> ModelResponse:
+        settings = self._here()
         call = self._call(ctx, request_context)
-        guard = await areserve_uncancellable(amodel_guard(self.settings, call).reserve())
+        guard = await areserve_uncancellable(amodel_guard(settings, call).reserve())
         assert guard is not None
         key = ctx.run_id or ""
-        open_call = _Open(guard, call, len(ctx.messages))
+        open_call = _Open(guard, call, len(ctx.messages), settings)
         self._open.setdefault(key, []).append(open_call)
         try:
             response: ModelResponse = await handler(request_context)
@@ -127,7 +139,7 @@ class CyclesCapability(AbstractCapability[Any]):
         except BaseException as exc:
             # Raised before a response: released.
             self._forget(key, open_call)
-            await asettle_model_call(guard, self.settings, call, error=exc)
+            await asettle_model_call(guard, settings, call, error=exc)
             raise
         self._forget(key, open_call)
         usage = response_usage(response)
@@ -135,7 +147,7 @@ class CyclesCapability(AbstractCapability[Any]):
         stopped = getattr(response, "state", "complete") in INCOMPLETE_STATES
         await asettle_model_call(
             guard,
-            self.settings,
+            settings,
             self._priced_as(call, response),
             received=received_of(response),
             usage=usage,
@@ -154,7 +166,7 @@ class CyclesCapability(AbstractCapability[Any]):
                 if isinstance(message, ModelResponse):
                     received_of(message, received)
             await asettle_model_call(
-                item.guard, self.settings, item.call, received=received, error=error
+                item.guard, item.settings, item.call, received=received, error=error
             )
         raise error
 
@@ -166,7 +178,7 @@ class CyclesCapability(AbstractCapability[Any]):
                 await asyncio.sleep(0.01)
             self._forget(ctx.run_id or "", item)
             await asettle_model_call(
-                item.guard, self.settings, item.call, error=asyncio.CancelledError()
+                item.guard, item.settings, item.call, error=asyncio.CancelledError()
             )
         finally:
             self._later.discard(asyncio.current_task())  # type: ignore[arg-type]
@@ -189,7 +201,7 @@ class CyclesCapability(AbstractCapability[Any]):
         handler: Any,
     ) -> Any:
         subject, _ = run_scope(ctx)
-        guard = atool_guard(self.settings, call.tool_name, subject=subject)
+        guard = atool_guard(self._here(), call.tool_name, subject=subject)
         if guard is None:
             return await handler(args)
         await areserve_uncancellable(guard.reserve())
@@ -202,6 +214,18 @@ class CyclesCapability(AbstractCapability[Any]):
         return result
 
     # -- implementation ------------------------------------------------------------------------
+    def _here(self) -> CyclesSettings:
+        """The settings for the running event loop (see ``__init__``)."""
+        loop = asyncio.get_running_loop()
+        with self._loop_lock:
+            if self._home is None or self._home is loop or self.settings.client is None:
+                self._home = self._home or loop
+                return self.settings
+            found = self._per_loop.get(loop)
+            if found is None:
+                found = self._per_loop[loop] = dataclasses.replace(self.settings, _derived={})
+            return found
+
     def _call(self, ctx: RunContext[Any], request_context: ModelRequestContext) -> ModelCall:
         # ModelRequestContext.model (the serving model) exists from 1.73; before, the run's.
         serving = getattr(request_context, "model", None) or ctx.model
