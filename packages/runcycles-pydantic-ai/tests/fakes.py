@@ -34,13 +34,17 @@ from runcycles_testing import FakeSpec, ProviderError
 
 def request_usage(usage: Usage) -> RequestUsage:
     """``usage`` as Pydantic AI reports it (input includes cache reads, output reasoning)."""
-    return RequestUsage(
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cache_read_tokens=usage.cache_read_tokens,
-        cache_write_tokens=usage.cache_write_tokens,
-        output_reasoning_tokens=usage.reasoning_tokens,
-    )
+    fields: dict[str, Any] = {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+    }
+    if "output_reasoning_tokens" in RequestUsage.__dataclass_fields__:
+        fields["output_reasoning_tokens"] = usage.reasoning_tokens
+    else:  # 1.x: the provider's count in details, as OpenAIChatModel 1.x reports it
+        fields["details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    return RequestUsage(**fields)
 
 
 def no_usage() -> RequestUsage:

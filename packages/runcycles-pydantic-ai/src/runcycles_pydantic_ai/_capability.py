@@ -181,7 +181,7 @@ class CyclesCapability(AbstractCapability[Any]):
                 item.guard, item.settings, item.call, error=asyncio.CancelledError()
             )
         finally:
-            self._later.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self._later.discard(asyncio.current_task())  # type: ignore[arg-type, unused-ignore]
 
     def _forget(self, key: str, item: _Open) -> None:
         calls = self._open.get(key)

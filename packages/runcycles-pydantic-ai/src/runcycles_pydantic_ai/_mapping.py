@@ -89,6 +89,15 @@ def message_dicts(
     return out
 
 
+def _reasoning(usage: object) -> object:
+    # A field from 2.x; 1.x keeps the provider's count in ``details``.
+    found = getattr(usage, "output_reasoning_tokens", None)
+    if found is None:
+        details = getattr(usage, "details", None) or {}
+        found = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    return found
+
+
 def response_usage(response: ModelResponse) -> Usage | None:
     """The provider's usage on ``response`` (Pydantic AI's ``RequestUsage``: input includes cache
     reads and writes, output includes reasoning, as core counts), or None when the provider
@@ -101,7 +110,7 @@ def response_usage(response: ModelResponse) -> Usage | None:
         usage.output_tokens,
         cache_read_tokens=usage.cache_read_tokens,
         cache_write_tokens=usage.cache_write_tokens,
-        reasoning_tokens=getattr(usage, "output_reasoning_tokens", 0),
+        reasoning_tokens=_reasoning(usage),
     )
 
 
