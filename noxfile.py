@@ -399,9 +399,10 @@ def pydantic_ai(session: nox.Session, bound: str) -> None:
     interpreter ``latest`` skips, saying which Python it needs."""
     need = tuple(int(p) for p in _PA["LATEST_PYTHON"].split("."))
     if bound == "latest" and sys.version_info[:2] < need:
+        running = f"{sys.version_info.major}.{sys.version_info.minor}"
         session.skip(
             f"pydantic-ai(latest) tests the newest pydantic-ai-slim, which needs Python >= "
-            f"{_PA['LATEST_PYTHON']} (nox runs on {sys.version_info.major}.{sys.version_info.minor})"
+            f"{_PA['LATEST_PYTHON']} (nox runs on {running})"
         )
     _install(session, f"pydantic-ai-{bound}")
     _mypy(

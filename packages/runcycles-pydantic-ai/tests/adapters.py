@@ -13,9 +13,9 @@ from typing import ClassVar
 
 from packaging.version import Version
 from pydantic_ai import Agent
+from runcycles_pydantic_ai import BudgetExceededError, CyclesCapability, cycles_metadata
 
 from runcycles_core.plugin import CyclesSettings
-from runcycles_pydantic_ai import BudgetExceededError, CyclesCapability, cycles_metadata
 from runcycles_testing import FakeSpec, Harness, PluginAdapter
 
 from .fakes import ScriptedModel
@@ -113,7 +113,7 @@ def _unsupported(**extra: str) -> dict[str, str]:
         "settle_raise_after_partial": STREAM_ERROR_IS_A_CANCEL,
         **extra,
     }
-    if PAI < Version("2"):
+    if Version("2") > PAI:
         found["stream_early_stop"] = DRAINS_STOPPED_STREAM
     return found
 

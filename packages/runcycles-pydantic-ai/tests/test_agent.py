@@ -10,10 +10,10 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.test import TestModel
 from pydantic_ai.usage import RequestUsage
+from runcycles_pydantic_ai import BudgetExceededError, CyclesCapability, cycles_metadata
 
 from runcycles_core.models import ReservationStatus
 from runcycles_core.pricing import Usage, price
-from runcycles_pydantic_ai import BudgetExceededError, CyclesCapability, cycles_metadata
 from runcycles_testing.bench import Bench
 
 from .fakes import no_usage, request_usage

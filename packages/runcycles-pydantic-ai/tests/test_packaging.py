@@ -6,10 +6,10 @@ from __future__ import annotations
 from importlib.metadata import requires, version
 from pathlib import Path
 
-from packaging.requirements import Requirement
-
 import runcycles_pydantic_ai
+from packaging.requirements import Requirement
 from runcycles_pydantic_ai import _supported
+
 from runcycles_testing.readme import quickstart, readme_blocks
 
 README = Path(__file__).resolve().parents[1] / "README.md"
