@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import pytest
 from pydantic_ai import Agent, models
+from pydantic_ai.exceptions import ModelHTTPError
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
+from pydantic_ai.models.fallback import FallbackModel
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.test import TestModel
 from pydantic_ai.usage import RequestUsage
 from runcycles_pydantic_ai import BudgetExceededError, CyclesCapability, cycles_metadata
+from runcycles_pydantic_ai._capability import PER_ATTEMPT
 
 from runcycles_core.models import ReservationStatus
 from runcycles_core.pricing import Usage, price
@@ -152,3 +155,54 @@ async def test_per_run_subject_from_metadata(bench: Bench) -> None:
     assert row.subject.dimensions == {"k": "v"}
     with pytest.raises(ValueError, match="tenant"):
         cycles_metadata(subject={"tenant": "other"})
+
+
+def _down(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    raise ModelHTTPError(503, "gpt-4o", "overloaded")
+
+
+_down.__name__ = "down"
+
+
+async def test_fallback_model_reserves_for_the_first_and_commits_the_answering_model(
+    bench: Bench,
+) -> None:
+    # FallbackModel tries its models inside one request attempt: one reservation, estimated for
+    # the first model, committed as the model that answered (priced gpt-4o-mini usage).
+    bench.fund()
+    body = Counted(model="gpt-4o-mini")
+    fallback = FallbackModel(
+        FunctionModel(_down, model_name="gpt-4o"), FunctionModel(body, model_name="gpt-4o-mini")
+    )
+    agent = Agent(fallback, capabilities=[CyclesCapability(bench.settings())])
+    assert "42" in (await agent.run("hi")).output
+    (row,) = bench.reservations()
+    assert row.status is ReservationStatus.COMMITTED
+    assert row.action.name is not None and "gpt-4o" in row.action.name
+    assert row.committed is not None
+    assert row.committed.amount == price("gpt-4o-mini", USAGE, "openai").amount
+
+
+@pytest.mark.skipif(not PER_ATTEMPT, reason="prepare_model_request (per attempt) is from 2.64")
+async def test_model_fallback_attempts_are_each_their_own_reservation(bench: Bench) -> None:
+    from pydantic_ai.capabilities import ModelFallback  # type: ignore[attr-defined, unused-ignore]
+
+    bench.fund()
+    body = Counted(model="gpt-4o-mini")
+    agent = Agent(
+        FunctionModel(_down, model_name="gpt-4o"),
+        capabilities=[
+            CyclesCapability(bench.settings()),
+            ModelFallback(FunctionModel(body, model_name="gpt-4o-mini")),
+        ],
+    )
+    assert "42" in (await agent.run("hi")).output
+    first, second = bench.reservations()
+    # The failed attempt at gpt-4o returned its hold; the one gpt-4o-mini answered was priced.
+    assert first.status is ReservationStatus.RELEASED
+    assert first.action.name is not None and first.action.name.endswith("gpt-4o")
+    assert second.status is ReservationStatus.COMMITTED
+    assert second.action.name is not None and second.action.name.endswith("gpt-4o-mini")
+    assert second.committed is not None
+    assert second.committed.amount == price("gpt-4o-mini", USAGE, "openai").amount
+    assert bench.spent() == second.committed.amount

@@ -7,6 +7,7 @@ import dataclasses
 import threading
 import weakref
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from pydantic_ai import RunContext
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.messages import ModelResponse, ToolCallPart
 from pydantic_ai.models import ModelRequestContext
+from pydantic_ai.models.fallback import FallbackModel
 from pydantic_ai.tools import ToolDefinition
 
 from runcycles_core.lifecycle import AsyncGuard, GuardState
@@ -47,6 +49,15 @@ _SETTLED = (GuardState.COMMITTED, GuardState.RELEASED, GuardState.DENIED, GuardS
 _UNREPORTED_POLLS = 200
 
 
+#: Whether this Pydantic AI runs ``prepare_model_request`` before each attempt (2.64 and later):
+#: then every attempt, a fallback model's included, is its own reservation.
+PER_ATTEMPT = hasattr(AbstractCapability, "prepare_model_request")
+
+
+class _AttemptFailed(Exception):
+    """An attempt that ended in an error another attempt recovered from (not billed)."""
+
+
 @dataclass(eq=False)
 class _Open:
     """A model call in flight: its guard, and how many messages its run had when it started."""
@@ -55,6 +66,19 @@ class _Open:
     call: ModelCall
     history: int
     settings: CyclesSettings
+
+
+@dataclass(eq=False)
+class _Step:
+    """One request step (``wrap_model_request``): its open attempt and that attempt's response."""
+
+    settings: CyclesSettings
+    run: str
+    attempt: _Open | None = None
+    response: ModelResponse | None = None
+
+
+_STEP: ContextVar[_Step | None] = ContextVar("runcycles_pydantic_ai_step", default=None)
 
 
 class CyclesCapability(AbstractCapability[Any]):
@@ -120,13 +144,11 @@ class CyclesCapability(AbstractCapability[Any]):
         request_context: ModelRequestContext,
         handler: Any,
     ) -> ModelResponse:
-        settings = self._here()
-        call = self._call(ctx, request_context)
-        guard = await areserve_uncancellable(amodel_guard(settings, call).reserve())
-        assert guard is not None
-        key = ctx.run_id or ""
-        open_call = _Open(guard, call, len(ctx.messages), settings)
-        self._open.setdefault(key, []).append(open_call)
+        step = _Step(self._here(), ctx.run_id or "")
+        if not PER_ATTEMPT:
+            # Before 2.64 a request step is one attempt: reserve for it here.
+            await self._reserve(ctx, step, request_context)
+        token = _STEP.set(step)
         try:
             response: ModelResponse = await handler(request_context)
         except asyncio.CancelledError:
@@ -134,27 +156,76 @@ class CyclesCapability(AbstractCapability[Any]):
             # consumer and cancels this hook. Either way the run reports the real cause to
             # on_run_error (before the caller sees it), which settles the call; a cut-short
             # call the run never reports is settled as cancelled shortly after.
-            self._later.add(asyncio.ensure_future(self._settle_unreported(ctx, open_call)))
+            if step.attempt is not None:
+                later = asyncio.ensure_future(self._settle_unreported(ctx, step.attempt))
+                self._later.add(later)
             raise
         except BaseException as exc:
-            # Raised before a response: released.
-            self._forget(key, open_call)
-            await asettle_model_call(guard, settings, call, error=exc)
+            # Raised before a response: released. A response a later hook rejected (a
+            # ModelRetry from after_model_request) was billed: its usage is committed.
+            await self._settle_attempt(step, error=exc)
             raise
-        self._forget(key, open_call)
-        usage = response_usage(response)
+        finally:
+            _STEP.reset(token)
+        step.response = response
+        await self._settle_attempt(step)
+        return response
+
+    async def prepare_model_request(
+        self, ctx: RunContext[Any], request_context: ModelRequestContext
+    ) -> ModelRequestContext:
+        """From 2.64, before each attempt at a request (a ``ModelFallback`` retries on another
+        model): settle the attempt before it, then reserve for the model about to serve."""
+        step = _STEP.get()
+        if step is None:  # pragma: no cover - only runs inside our own wrap_model_request
+            return request_context
+        # The attempt before this one failed (released) or had its response rejected (billed).
+        await self._settle_attempt(step, error=None if step.response else _AttemptFailed())
+        await self._reserve(ctx, step, request_context)
+        return request_context
+
+    async def after_model_request(
+        self,
+        ctx: RunContext[Any],
+        *,
+        request_context: ModelRequestContext,
+        response: ModelResponse,
+    ) -> ModelResponse:
+        step = _STEP.get()
+        if step is not None:
+            step.response = response  # settled when the attempt ends
+        return response
+
+    async def _reserve(
+        self, ctx: RunContext[Any], step: _Step, request_context: ModelRequestContext
+    ) -> None:
+        call = self._call(ctx, request_context)
+        guard = await areserve_uncancellable(amodel_guard(step.settings, call).reserve())
+        assert guard is not None
+        step.attempt = _Open(guard, call, len(ctx.messages), step.settings)
+        step.response = None
+        self._open.setdefault(step.run, []).append(step.attempt)
+
+    async def _settle_attempt(self, step: _Step, *, error: BaseException | None = None) -> None:
+        item, response = step.attempt, step.response
+        step.attempt, step.response = None, None
+        if item is None:
+            return
+        self._forget(step.run, item)
+        if response is None:
+            await asettle_model_call(item.guard, item.settings, item.call, error=error)
+            return
         # A stream the consumer stopped (2.x; older versions drain it to the end).
         stopped = getattr(response, "state", "complete") in INCOMPLETE_STATES
         await asettle_model_call(
-            guard,
-            settings,
-            self._priced_as(call, response),
+            item.guard,
+            item.settings,
+            self._priced_as(item.call, response),
             received=received_of(response),
-            usage=usage,
+            usage=response_usage(response),
             error=GeneratorExit() if stopped else None,
             model_version=response.model_name,
         )
-        return response
 
     async def on_run_error(self, ctx: RunContext[Any], *, error: BaseException) -> Any:
         # Called (and awaited) before the caller sees the run's error: settle what the run left
@@ -229,6 +300,10 @@ class CyclesCapability(AbstractCapability[Any]):
     def _call(self, ctx: RunContext[Any], request_context: ModelRequestContext) -> ModelCall:
         # ModelRequestContext.model (the serving model) exists from 1.73; before, the run's.
         serving = getattr(request_context, "model", None) or ctx.model
+        if isinstance(serving, FallbackModel):
+            # A FallbackModel tries its models inside one attempt: estimate for the first; the
+            # commit prices the model that answered (response.model_name).
+            serving = serving.models[0]
         subject, dimensions = run_scope(ctx)
         settings = request_context.model_settings or {}
         max_tokens = settings.get("max_tokens") if isinstance(settings, Mapping) else None
