@@ -13,6 +13,7 @@ from typing import ClassVar
 
 from packaging.version import Version
 from pydantic_ai import Agent
+from pydantic_ai.capabilities import AbstractCapability
 from runcycles_pydantic_ai import BudgetExceededError, CyclesCapability, cycles_metadata
 
 from runcycles_core.plugin import CyclesSettings
@@ -33,10 +34,9 @@ DRAINS_STOPPED_STREAM = (
     "usage arrives and is committed as priced usage): there is no early stop to count"
 )
 STREAM_ERROR_IS_A_CANCEL = (
-    "Pydantic AI hands a stream's error to the stream's consumer and cancels the model-request "
-    "hook, and the partial response is in no hook's reach (not in the run's messages when "
-    "on_run_error reports the error): the plugin sees no output, so a stream that raised is "
-    "settled as one that raised before any output (released)"
+    "pydantic-ai-slim < 2.63 has no get_wrapper_model: a stream's error goes to its consumer, "
+    "the model-request hook is cancelled and no hook sees the chunks or the partial response, "
+    "so a stream that raised is settled as one that raised before any output (released)"
 )
 SYNC_CANCEL = (
     "run_sync() running on a worker thread cannot be cancelled from outside; cancellation is "
@@ -110,9 +110,10 @@ FEATURES = frozenset({"report_usage", "fail_after"})
 def _unsupported(**extra: str) -> dict[str, str]:
     found = {
         "retry_same_identity": NO_STEP_IDENTITY,
-        "settle_raise_after_partial": STREAM_ERROR_IS_A_CANCEL,
         **extra,
     }
+    if not hasattr(AbstractCapability, "get_wrapper_model"):
+        found["settle_raise_after_partial"] = STREAM_ERROR_IS_A_CANCEL
     if Version("2") > PAI:
         found["stream_early_stop"] = DRAINS_STOPPED_STREAM
     return found

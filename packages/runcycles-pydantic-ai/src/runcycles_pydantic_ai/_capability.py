@@ -8,7 +8,7 @@ import threading
 import weakref
 from collections.abc import Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic_ai import RunContext
@@ -40,6 +40,7 @@ from ._mapping import (
     response_usage,
 )
 from ._scope import run_scope
+from ._stream import CountingModel
 
 __all__ = ["CyclesCapability"]
 
@@ -66,6 +67,8 @@ class _Open:
     call: ModelCall
     history: int
     settings: CyclesSettings
+    # The chunks its stream delivered (counted by CountingModel, 2.63 and later).
+    streamed: Received = field(default_factory=Received)
 
 
 @dataclass(eq=False)
@@ -196,6 +199,14 @@ class CyclesCapability(AbstractCapability[Any]):
             step.response = response  # settled when the attempt ends
         return response
 
+    def get_wrapper_model(self, model: Any) -> Any:
+        """From 2.63, for each attempt (after ``prepare_model_request``): wrap the serving model
+        so that its stream's chunks are counted for the attempt's reservation."""
+        step = _STEP.get()
+        if step is None or step.attempt is None:
+            return None
+        return CountingModel(model, step.attempt.streamed)
+
     async def _reserve(
         self, ctx: RunContext[Any], step: _Step, request_context: ModelRequestContext
     ) -> None:
@@ -213,7 +224,9 @@ class CyclesCapability(AbstractCapability[Any]):
             return
         self._forget(step.run, item)
         if response is None:
-            await asettle_model_call(item.guard, item.settings, item.call, error=error)
+            await asettle_model_call(
+                item.guard, item.settings, item.call, received=item.streamed, error=error
+            )
             return
         # A stream the consumer stopped (2.x; older versions drain it to the end).
         stopped = getattr(response, "state", "complete") in INCOMPLETE_STATES
@@ -221,7 +234,7 @@ class CyclesCapability(AbstractCapability[Any]):
             item.guard,
             item.settings,
             self._priced_as(item.call, response),
-            received=received_of(response),
+            received=item.streamed if item.streamed else received_of(response),
             usage=response_usage(response),
             error=GeneratorExit() if stopped else None,
             model_version=response.model_name,
@@ -232,10 +245,11 @@ class CyclesCapability(AbstractCapability[Any]):
         # in flight with the real cause, and with what a broken stream delivered before it broke
         # (the partial response the run recorded).
         for item in self._open.pop(ctx.run_id or "", []):
-            received = Received()
-            for message in ctx.messages[item.history :]:
-                if isinstance(message, ModelResponse):
-                    received_of(message, received)
+            received = item.streamed
+            if not received:
+                for message in ctx.messages[item.history :]:
+                    if isinstance(message, ModelResponse):
+                        received_of(message, received)
             await asettle_model_call(
                 item.guard, item.settings, item.call, received=received, error=error
             )
@@ -249,7 +263,11 @@ class CyclesCapability(AbstractCapability[Any]):
                 await asyncio.sleep(0.01)
             self._forget(ctx.run_id or "", item)
             await asettle_model_call(
-                item.guard, item.settings, item.call, error=asyncio.CancelledError()
+                item.guard,
+                item.settings,
+                item.call,
+                received=item.streamed,
+                error=asyncio.CancelledError(),
             )
         finally:
             self._later.discard(asyncio.current_task())  # type: ignore[arg-type, unused-ignore]
