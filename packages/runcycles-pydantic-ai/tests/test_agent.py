@@ -4,6 +4,9 @@ tokens priced, per-run subjects, and the model the response names."""
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import pytest
 from pydantic_ai import Agent, models
 from pydantic_ai.exceptions import ModelHTTPError
@@ -206,3 +209,40 @@ async def test_model_fallback_attempts_are_each_their_own_reservation(bench: Ben
     assert second.committed is not None
     assert second.committed.amount == price("gpt-4o-mini", USAGE, "openai").amount
     assert bench.spent() == second.committed.amount
+
+
+async def test_run_stream_events_and_iter_denied_before_the_model(bench: Bench) -> None:
+    bench.fund({"": 1})
+    body = Counted()
+    agent = Agent(
+        FunctionModel(body, model_name="gpt-4o"), capabilities=[CyclesCapability(bench.settings())]
+    )
+    events: Any = agent.run_stream_events("hi")
+    with pytest.raises(BudgetExceededError):
+        if hasattr(events, "__aenter__"):  # 2.x: a context manager around the events
+            async with events as stream:
+                async for _ in stream:
+                    pass
+        else:
+            async for _ in events:
+                pass
+    with pytest.raises(BudgetExceededError):
+        async with agent.iter("hi") as run:
+            async for _ in run:
+                pass
+    assert body.calls == 0
+    assert bench.reservations() == []
+
+
+@pytest.mark.skipif(
+    "capabilities" not in inspect.signature(Agent.run).parameters,
+    reason="run(capabilities=...) is not in this pydantic-ai-slim (1.x)",
+)
+async def test_per_run_capability(bench: Bench) -> None:
+    bench.fund()
+    body = Counted()
+    agent = Agent(FunctionModel(body, model_name="gpt-4o"))
+    await agent.run("hi", capabilities=[CyclesCapability(bench.settings())])  # type: ignore[call-arg, unused-ignore]
+    (row,) = bench.reservations()
+    assert row.status is ReservationStatus.COMMITTED
+    assert row.committed is not None and row.committed.amount == CALL_PRICE
