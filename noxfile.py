@@ -48,6 +48,8 @@ nox.options.sessions = [
     "openai_agents(latest)",
     "llamaindex(oldest)",
     "llamaindex(latest)",
+    "pydantic_ai(latest)",
+    "pydantic_ai(oldest)",
     "demo_tests",
     "langchain(latest)",
     "langchain(oldest)",
@@ -70,6 +72,7 @@ LANGCHAIN = "packages/runcycles-langchain"
 OPENAI_AGENTS = "packages/runcycles-openai-agents"
 LLAMAINDEX = "packages/runcycles-llamaindex"
 CREWAI = "packages/runcycles-crewai"
+PYDANTIC_AI = "packages/runcycles-pydantic-ai"
 DEMO = "packages/runcycles-demo"
 
 MYPY = "mypy>=1.13,<2"
@@ -92,6 +95,7 @@ _LC = _supported(LANGCHAIN, "runcycles_langchain")
 _OA = _supported(OPENAI_AGENTS, "runcycles_openai_agents")
 _LI = _supported(LLAMAINDEX, "runcycles_llamaindex")
 _CR = _supported(CREWAI, "runcycles_crewai")
+_PA = _supported(PYDANTIC_AI, "runcycles_pydantic_ai")
 
 
 def _editable(*paths: str) -> list[str]:
@@ -147,6 +151,18 @@ ENVS: dict[str, list[str]] = {
     "crewai-latest": [
         MYPY,
         *_editable(f"{CORE}[test]", f"{SERVER}[test]", TESTING, f"{CREWAI}[test]"),
+    ],
+    "pydantic-ai-oldest": [
+        MYPY,
+        *_editable(f"{CORE}[test]", f"{SERVER}[test]", TESTING, f"{PYDANTIC_AI}[test]"),
+        f"{_PA['FRAMEWORK']}=={_PA['OLDEST']}",
+    ],
+    # The newest releases need Python >= 3.11: the lock resolves them there (and the newest
+    # 3.10 can install, 2.54.x, below it; the session skips on 3.10). No spaces: one argument.
+    "pydantic-ai-latest": [
+        MYPY,
+        *_editable(f"{CORE}[test]", f"{SERVER}[test]", TESTING, f"{PYDANTIC_AI}[test]"),
+        f"{_PA['FRAMEWORK']}>=2.55;python_version>='{_PA['LATEST_PYTHON']}'",
     ],
     "demo": [
         MYPY,
@@ -388,6 +404,31 @@ def llamaindex(session: nox.Session, bound: str) -> None:
         framework=True,
     )
     _pytest(session, f"{LLAMAINDEX}/tests")
+
+
+@nox.session
+@nox.parametrize("bound", ["oldest", "latest"], ids=["oldest", "latest"])
+def pydantic_ai(session: nox.Session, bound: str) -> None:
+    """runcycles-pydantic-ai on both ends of its supported pydantic-ai-slim range.
+
+    Its own venv. The newest releases need a newer Python than the oldest the project supports:
+    on an older interpreter ``latest`` skips, saying which Python it needs.
+    """
+    need = tuple(int(p) for p in _PA["LATEST_PYTHON"].split("."))
+    if bound == "latest" and sys.version_info[:2] < need:
+        running = f"{sys.version_info.major}.{sys.version_info.minor}"
+        session.skip(
+            f"pydantic-ai(latest) tests the newest pydantic-ai-slim, which needs Python >= "
+            f"{_PA['LATEST_PYTHON']} (nox runs on {running})"
+        )
+    _install(session, f"pydantic-ai-{bound}")
+    _mypy(
+        session,
+        f"{PYDANTIC_AI}/src/runcycles_pydantic_ai",
+        f"{PYDANTIC_AI}/tests",
+        framework=True,
+    )
+    _pytest(session, f"{PYDANTIC_AI}/tests")
 
 
 @nox.session
