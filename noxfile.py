@@ -48,6 +48,8 @@ nox.options.sessions = [
     "llamaindex(latest)",
     "crewai(oldest)",
     "crewai(latest)",
+    "autogen(oldest)",
+    "autogen(latest)",
     "demo_tests",
 ]
 
@@ -64,6 +66,7 @@ LANGCHAIN = "packages/runcycles-langchain"
 OPENAI_AGENTS = "packages/runcycles-openai-agents"
 LLAMAINDEX = "packages/runcycles-llamaindex"
 CREWAI = "packages/runcycles-crewai"
+AUTOGEN = "packages/runcycles-autogen"
 DEMO = "packages/runcycles-demo"
 
 MYPY = "mypy>=1.13,<2"
@@ -86,6 +89,7 @@ _LC = _supported(LANGCHAIN, "runcycles_langchain")
 _OA = _supported(OPENAI_AGENTS, "runcycles_openai_agents")
 _LI = _supported(LLAMAINDEX, "runcycles_llamaindex")
 _CR = _supported(CREWAI, "runcycles_crewai")
+_AG = _supported(AUTOGEN, "runcycles_autogen")
 
 
 def _editable(*paths: str) -> list[str]:
@@ -141,6 +145,16 @@ ENVS: dict[str, list[str]] = {
     "crewai-latest": [
         MYPY,
         *_editable(f"{CORE}[test]", f"{SERVER}[test]", TESTING, f"{CREWAI}[test]"),
+    ],
+    "autogen-oldest": [
+        MYPY,
+        *_editable(f"{CORE}[test]", f"{SERVER}[test]", TESTING, f"{AUTOGEN}[test]"),
+        f"{_AG['FRAMEWORK']}=={_AG['OLDEST']}",
+        f"{_AG['CORE_FRAMEWORK']}=={_AG['OLDEST']}",
+    ],
+    "autogen-latest": [
+        MYPY,
+        *_editable(f"{CORE}[test]", f"{SERVER}[test]", TESTING, f"{AUTOGEN}[test]"),
     ],
     "demo": [
         MYPY,
@@ -373,6 +387,17 @@ def llamaindex(session: nox.Session, bound: str) -> None:
         framework=True,
     )
     _pytest(session, f"{LLAMAINDEX}/tests")
+
+
+@nox.session
+@nox.parametrize("bound", ["oldest", "latest"], ids=["oldest", "latest"])
+def autogen(session: nox.Session, bound: str) -> None:
+    """runcycles-autogen on both ends of its supported autogen-agentchat / autogen-core range
+    (its own venv: autogen-core pins protobuf ~=5.29)."""
+    env = f"autogen-{bound}"
+    _install(session, env)
+    _mypy(session, f"{AUTOGEN}/src/runcycles_autogen", f"{AUTOGEN}/tests", framework=True)
+    _pytest(session, f"{AUTOGEN}/tests")
 
 
 @nox.session
