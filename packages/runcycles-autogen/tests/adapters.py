@@ -13,7 +13,6 @@ from autogen_agentchat.conditions import MaxMessageTermination
 from autogen_agentchat.messages import ModelClientStreamingChunkEvent, TextMessage
 from autogen_agentchat.teams import RoundRobinGroupChat
 from autogen_core.tools import FunctionTool
-
 from runcycles_autogen import (
     BudgetExceededError,
     CyclesChatCompletionClient,
@@ -21,6 +20,7 @@ from runcycles_autogen import (
     run_team,
     run_team_stream,
 )
+
 from runcycles_core.plugin import CyclesSettings
 from runcycles_core.pricing import Usage
 from runcycles_testing import DEFAULT_USAGE, FakeSpec, Harness, PluginAdapter

@@ -90,7 +90,9 @@ class CyclesChatCompletionClient(ChatCompletionClient):
         **settings_kwargs: Any,
     ) -> None:
         if isinstance(inner, CyclesChatCompletionClient):
-            raise TypeError("inner is already a CyclesChatCompletionClient: each call would be paid twice")
+            raise TypeError(
+                "inner is already a CyclesChatCompletionClient: each call would be paid twice"
+            )
         name = model or model_of(inner)
         if not name:
             raise ValueError(
@@ -100,7 +102,9 @@ class CyclesChatCompletionClient(ChatCompletionClient):
         self.inner = inner
         self.model = name
         self.provider = provider or provider_of(inner)
-        self._settings = resolve_settings(settings, settings_kwargs, denial_error=BudgetExceededError)
+        self._settings = resolve_settings(
+            settings, settings_kwargs, denial_error=BudgetExceededError
+        )
         self._max_tokens = max_output_tokens(inner)
         self._pending: BaseException | None = None
         self._streams: WeakSet[AsyncGenerator[str | CreateResult, None]] = WeakSet()

@@ -83,7 +83,9 @@ def selector_group_chat(
     """
     if not isinstance(model_client, CyclesChatCompletionClient):
         base = settings or CyclesSettings()
-        tagged = dataclasses.replace(base, metadata={**(base.metadata or {}), "autogen_role": "selector"})
+        tagged = dataclasses.replace(
+            base, metadata={**(base.metadata or {}), "autogen_role": "selector"}
+        )
         model_client = CyclesChatCompletionClient(
             model_client, settings=tagged, model=model, provider=provider
         )

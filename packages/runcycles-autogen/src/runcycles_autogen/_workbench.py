@@ -78,7 +78,9 @@ class CyclesWorkbench(Workbench):
         self.model_client = model_client
         if settings is None and not settings_kwargs and model_client is not None:
             settings = model_client.settings
-        self._settings = resolve_settings(settings, settings_kwargs, denial_error=BudgetExceededError)
+        self._settings = resolve_settings(
+            settings, settings_kwargs, denial_error=BudgetExceededError
+        )
         self.last_error: BaseException | None = None
         """The last error that kept a tool from running (a denial…)."""
 
