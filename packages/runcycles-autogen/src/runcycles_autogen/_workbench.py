@@ -9,6 +9,7 @@ call, which raises it instead of reserving.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -56,9 +57,9 @@ class CyclesWorkbench(Workbench):
     Args:
         inner: the workbench to gate, or a list of tools (gated in a ``StaticWorkbench``).
         model_client: the agent's :class:`CyclesChatCompletionClient`: its next call raises a
-            tool denial; its settings are used when none are given.
-        settings: a :class:`~runcycles_core.plugin.CyclesSettings`, or its fields as keywords
-            (``tool_budgets={"search": 50_000, "*": 1_000}``…).
+            tool denial. Without ``settings``, its settings are used, with the fields given
+            as keywords here replaced (``tool_budgets={"search": 50_000, "*": 1_000}``…).
+        settings: a :class:`~runcycles_core.plugin.CyclesSettings`, or its fields as keywords.
 
     Use it as the agent's workbench::
 
@@ -76,8 +77,10 @@ class CyclesWorkbench(Workbench):
     ) -> None:
         self.inner = inner if isinstance(inner, Workbench) else StaticWorkbench(list(inner))
         self.model_client = model_client
-        if settings is None and not settings_kwargs and model_client is not None:
-            settings = model_client.settings
+        if settings is None and model_client is not None:
+            # The agent's client's settings, with any fields given here (tool_budgets=…).
+            settings = dataclasses.replace(model_client.settings, **settings_kwargs)
+            settings_kwargs = {}
         self._settings = resolve_settings(
             settings, settings_kwargs, denial_error=BudgetExceededError
         )
