@@ -361,3 +361,39 @@ def test_model_must_be_known_and_wrapping_is_once(bench: Bench) -> None:
     assert client.model == "gpt-4o-mini"
     with pytest.raises(TypeError):
         CyclesChatCompletionClient(client, settings=bench.settings())
+
+
+def test_a_client_without_a_model_in_its_config_needs_model(bench: Bench) -> None:
+    # ReplayChatCompletionClient's component config names no model.
+    from autogen_ext.models.replay import ReplayChatCompletionClient
+
+    with pytest.raises(ValueError, match="model="):
+        CyclesChatCompletionClient(ReplayChatCompletionClient(["x"]), settings=bench.settings())
+
+
+async def test_cycles_run_settles_the_streams_a_consumer_abandoned(bench: Bench) -> None:
+    bench.fund()
+    client = wrapped(bench, FakeSpec(model="gpt-4o", usage=PLAIN_USAGE, stream_chunks=6))
+    async with cycles_run():
+        events = AssistantAgent("s", model_client=client, model_client_stream=True).run_stream(
+            task=TASK
+        )
+        async for event in events:
+            if isinstance(event, ModelClientStreamingChunkEvent):
+                break
+        await events.aclose()
+        assert [r.status for r in bench.reservations()] == [ReservationStatus.ACTIVE]
+    (row,) = bench.reservations()
+    meta = bench.reader.get_reservation(row.reservation_id).committed_metadata or {}
+    assert (row.status, meta.get("outcome")) == (ReservationStatus.COMMITTED, "stopped"), meta
+
+
+async def test_team_outage_is_typed_at_the_caller(bench: Bench) -> None:
+    from runcycles_core import CyclesUnavailableError
+    from runcycles_testing import DEAD_URL
+
+    bench.fund()
+    client = wrapped(bench, client_overrides={"base_url": DEAD_URL})
+    with pytest.raises(CyclesUnavailableError):
+        await run_team(team_of(client), task=TASK)
+    assert fake_of(client).counters.provider_calls == 0

@@ -190,10 +190,11 @@ class CyclesChatCompletionClient(ChatCompletionClient):
         try:
             result = await self.inner.create(
                 messages,
-                tools=tools,
+                # Fresh containers, as the interface's own defaults are (a client may mutate).
+                tools=list(tools),
                 tool_choice=tool_choice,
                 json_output=json_output,
-                extra_create_args=extra_create_args,
+                extra_create_args=dict(extra_create_args),
                 cancellation_token=cancellation_token,
             )
         except BaseException as exc:
@@ -242,7 +243,9 @@ class CyclesChatCompletionClient(ChatCompletionClient):
         call = self._call(messages, tools, extra)
         guard = await self._reserve(call)
         received = Received()
-        inner = self.inner.create_stream(messages, tools=tools, extra_create_args=extra, **kwargs)
+        inner = self.inner.create_stream(
+            messages, tools=list(tools), extra_create_args=dict(extra), **kwargs
+        )
         try:
             async for item in inner:
                 if isinstance(item, CreateResult):
@@ -297,12 +300,12 @@ class CyclesChatCompletionClient(ChatCompletionClient):
     def count_tokens(
         self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = ()
     ) -> int:
-        return self.inner.count_tokens(messages, tools=tools)
+        return self.inner.count_tokens(messages, tools=list(tools))
 
     def remaining_tokens(
         self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = ()
     ) -> int:
-        return self.inner.remaining_tokens(messages, tools=tools)
+        return self.inner.remaining_tokens(messages, tools=list(tools))
 
     @property
     def capabilities(self) -> ModelCapabilities:  # type: ignore[valid-type,unused-ignore]
