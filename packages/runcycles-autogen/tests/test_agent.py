@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.base import ChatAgent, TaskResult, Team
 from autogen_agentchat.conditions import MaxMessageTermination
@@ -28,6 +30,7 @@ from runcycles_autogen import (
 )
 
 from runcycles_core.models import ReservationStatus
+from runcycles_core.plugin import CyclesSettings
 from runcycles_core.pricing import price
 from runcycles_testing import FakeSpec, ProviderError
 from runcycles_testing.bench import Bench
@@ -70,6 +73,23 @@ def team_of(*clients: CyclesChatCompletionClient) -> RoundRobinGroupChat:
         AssistantAgent(f"a{i}", model_client=c) for i, c in enumerate(clients)
     ]
     return RoundRobinGroupChat(agents, termination_condition=MaxMessageTermination(3))
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def _close_derived_clients(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[None]:
+    # The async client each settings object derives from its sync client lives on this test's
+    # event loop: close it with the test (the contract suite's build fixture does the same).
+    made: list[CyclesSettings] = []
+    original = Bench.settings
+
+    def settings(self: Bench, **kw: Any) -> CyclesSettings:
+        made.append(original(self, **kw))
+        return made[-1]
+
+    monkeypatch.setattr(Bench, "settings", settings)
+    yield
+    for s in made:
+        await s.aclose()
 
 
 # -- a single AssistantAgent ---------------------------------------------------------------------
