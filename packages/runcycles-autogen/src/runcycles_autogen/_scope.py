@@ -18,6 +18,8 @@ from types import TracebackType
 from typing import Any
 from weakref import WeakSet
 
+from runcycles_core.errors import BudgetExceededError
+
 __all__ = ["CyclesRun", "cycles_run", "current_run", "record_error", "unwrap_team_error"]
 
 # Errors the plugin raised anywhere, newest last: how a team error is matched back to its
@@ -64,8 +66,6 @@ class CyclesRun:
     @property
     def denial(self) -> BaseException | None:
         """The first budget denial of the run, if any."""
-        from runcycles_core.errors import BudgetExceededError
-
         with self._lock:
             return next((e for e in self.errors if isinstance(e, BudgetExceededError)), None)
 
