@@ -50,6 +50,8 @@ nox.options.sessions = [
     "llamaindex(latest)",
     "pydantic_ai(latest)",
     "pydantic_ai(oldest)",
+    "autogen(oldest)",
+    "autogen(latest)",
     "demo_tests",
     "langchain(latest)",
     "langchain(oldest)",
@@ -73,6 +75,7 @@ OPENAI_AGENTS = "packages/runcycles-openai-agents"
 LLAMAINDEX = "packages/runcycles-llamaindex"
 CREWAI = "packages/runcycles-crewai"
 PYDANTIC_AI = "packages/runcycles-pydantic-ai"
+AUTOGEN = "packages/runcycles-autogen"
 DEMO = "packages/runcycles-demo"
 
 MYPY = "mypy>=1.13,<2"
@@ -96,6 +99,7 @@ _OA = _supported(OPENAI_AGENTS, "runcycles_openai_agents")
 _LI = _supported(LLAMAINDEX, "runcycles_llamaindex")
 _CR = _supported(CREWAI, "runcycles_crewai")
 _PA = _supported(PYDANTIC_AI, "runcycles_pydantic_ai")
+_AG = _supported(AUTOGEN, "runcycles_autogen")
 
 
 def _editable(*paths: str) -> list[str]:
@@ -163,6 +167,16 @@ ENVS: dict[str, list[str]] = {
         MYPY,
         *_editable(f"{CORE}[test]", f"{SERVER}[test]", TESTING, f"{PYDANTIC_AI}[test]"),
         f"{_PA['FRAMEWORK']}>=2.55;python_version>='{_PA['LATEST_PYTHON']}'",
+    ],
+    "autogen-oldest": [
+        MYPY,
+        *_editable(f"{CORE}[test]", f"{SERVER}[test]", TESTING, f"{AUTOGEN}[test]"),
+        f"{_AG['FRAMEWORK']}=={_AG['OLDEST']}",
+        f"{_AG['CORE_FRAMEWORK']}=={_AG['OLDEST']}",
+    ],
+    "autogen-latest": [
+        MYPY,
+        *_editable(f"{CORE}[test]", f"{SERVER}[test]", TESTING, f"{AUTOGEN}[test]"),
     ],
     "demo": [
         MYPY,
@@ -429,6 +443,19 @@ def pydantic_ai(session: nox.Session, bound: str) -> None:
         framework=True,
     )
     _pytest(session, f"{PYDANTIC_AI}/tests")
+
+
+@nox.session
+@nox.parametrize("bound", ["oldest", "latest"], ids=["oldest", "latest"])
+def autogen(session: nox.Session, bound: str) -> None:
+    """runcycles-autogen on both ends of its supported autogen-agentchat / autogen-core range.
+
+    Its own venv: autogen-core pins protobuf ~=5.29.
+    """
+    env = f"autogen-{bound}"
+    _install(session, env)
+    _mypy(session, f"{AUTOGEN}/src/runcycles_autogen", f"{AUTOGEN}/tests", framework=True)
+    _pytest(session, f"{AUTOGEN}/tests")
 
 
 @nox.session
