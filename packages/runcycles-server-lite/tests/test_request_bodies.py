@@ -195,6 +195,19 @@ def test_non_json_content_types_get_a_415(mk: TenantFactory, content_type: str |
     assert short(t.ledger(), t.name) == {"": (1000, 0, 0, 0)}
 
 
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/json"])
+def test_a_missing_body_is_a_400_whatever_the_content_type(
+    mk: TenantFactory, content_type: str | None
+) -> None:
+    # The protocol documents 400 for it (schemathesis sends such requests); 415 is only for a
+    # body that is there and not JSON.
+    t = mk({"": 1000})
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    r = t.http.post("/v1/decide", headers=headers)
+    assert r.status_code == (415 if content_type == "text/plain" else 400), r.text
+    assert r.json()["error"] == "INVALID_REQUEST"
+
+
 @pytest.mark.parametrize(
     "content_type",
     [

@@ -89,20 +89,23 @@ def request_ids(request: Request) -> tuple[str, str]:
 
 
 async def read_json(request: Request, *, optional: bool = False) -> Any:
-    """The request body parsed as JSON, or the protocol error saying why not: 415 unless the
-    Content-Type is JSON, 413 over the configured ``max_body_bytes`` (read no further), 400
-    when empty, malformed or too deep.
+    """The request body parsed as JSON, or the protocol error saying why not: 415 for a body
+    whose Content-Type is not JSON, 413 over the configured ``max_body_bytes`` (read no
+    further), 400 when empty (any Content-Type), malformed or too deep.
 
     ``optional``: an empty body (with any Content-Type, or none) is ``{}``, not an error.
     """
     content_type = request.headers.get("content-type")
-    if not optional:
+    if content_type:  # a declared non-JSON body is refused before a byte of it is read
         require_json(content_type)
     body = await read_limited(request, request.app.state.services.settings.max_body_bytes)
-    if optional:
-        if not body.strip():
+    if not body.strip():
+        if optional:
             return {}
-        require_json(content_type)
+        # No body at all is an invalid request (400, as the protocol documents), whatever
+        # the Content-Type; only a body that is there and not JSON is 415.
+        return parse_json(body)
+    require_json(content_type)
     return parse_json(body)
 
 
