@@ -274,6 +274,12 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     logs.configure(settings.log_level, _log_format(settings))
+    from ._ports import busy_port_message
+
+    busy = busy_port_message(settings)
+    if busy is not None:  # before the store starts and the banner claims the address
+        print(busy, file=sys.stderr)
+        return 3
     from .embedded import EmbeddedRedis
 
     embedded: EmbeddedRedis | None = None
