@@ -7,8 +7,12 @@ server's ledger as persisted, not against the demo's own reading of it.
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,7 +21,13 @@ from PIL import Image
 from runcycles_core import CyclesClient, CyclesConfig
 from runcycles_core.models import ReservationStatus
 from runcycles_server_lite.embedded import EmbeddedRedis
-from runcycles_server_lite.testing import run, running_server, start_timeout
+from runcycles_server_lite.testing import (
+    group_members,
+    process_group,
+    run,
+    running_server,
+    start_timeout,
+)
 
 SCRIPT = Path(sys.executable).with_name("runcycles-demo")
 BUDGET = 5_000_000  # $0.05 in µ¢
@@ -148,3 +158,33 @@ def test_broken_enforcement_exits_non_zero(tmp_path: Path) -> None:
     rows = closing_rows(done.stdout)
     assert rows["2 guarded"]["stopped by"] == "wall-clock cap (1 s)"
     assert microcents(rows["2 guarded"]["spent"]) == 0
+
+
+def test_ctrl_c_prints_what_was_spent_and_exits_130(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C signals the whole foreground group (the embedded store too): the demo
+    stops, says what each run spent so far, leaves no traceback and no process behind."""
+    args = [
+        str(SCRIPT),
+        "--duration",
+        "30",
+        "--no-live",
+        "--chart",
+        str(tmp_path / "x.png"),
+        "--data-dir",
+        str(tmp_path / "d"),
+    ]
+    with process_group(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + start_timeout(240)
+        for line in proc.stdout:  # wait until the unguarded run is spending
+            if line.startswith("run 1/3") or time.monotonic() > deadline:
+                break
+        time.sleep(2)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=start_timeout(60))
+        pgid = proc.pid
+    assert proc.returncode == 130, out + err
+    assert "Interrupted after" in out and "Spent so far:" in out
+    assert re.search(r"1 unguarded: [1-9]\d* calls, \$\d", out), out
+    assert "Traceback" not in err, err
+    assert group_members(pgid) == []

@@ -25,6 +25,7 @@ def write_chart(path: Path, runs: Sequence[Run], budget: int) -> Path:
     # A bare Figure renders with Agg and never touches pyplot's global state or a display;
     # imported here because matplotlib is slow to import and only needed at the end.
     from matplotlib.figure import Figure
+    from matplotlib.ticker import StrMethodFormatter
 
     limit = _dollars(budget)
     fig = Figure(figsize=(13, 5.2), dpi=110)
@@ -64,14 +65,16 @@ def write_chart(path: Path, runs: Sequence[Run], budget: int) -> Path:
     for ax in (full, zoom):
         ax.axhline(limit, color="black", linestyle="--", linewidth=1, label=f"budget ${limit:,.2f}")
         ax.set_xlabel("seconds since the run started")
-        ax.set_ylabel("cumulative spend (USD, gpt-4o prices)")
+        ax.set_ylabel("cumulative spend (gpt-4o prices)")
+        ax.yaxis.set_major_formatter(StrMethodFormatter("${x:,.2f}"))
         ax.grid(alpha=0.3)
         ax.set_xlim(left=0)
         ax.set_ylim(bottom=0)
     full.set_title("All runs")
     zoom.set_title("Zoom on the budget: the guarded runs stop at the line")
     guarded_end = max((r.elapsed() for r in runs if r.budget is not None and r.calls), default=1.0)
-    zoom.set_xlim(0, max(guarded_end * 1.5, 0.5))
+    # Just past the last guarded run's stop: beyond it only the unguarded line goes on.
+    zoom.set_xlim(0, max(guarded_end * 1.06, 0.5))
     zoom.set_ylim(0, limit * 1.3)
     full.legend(loc="upper left", fontsize=8)
     zoom.legend(loc="best", fontsize=8)

@@ -6,11 +6,13 @@ import argparse
 import contextlib
 import logging
 import math
+import signal
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from types import FrameType
 
 from rich.console import Console
 from rich.live import Live
@@ -144,6 +146,14 @@ class _ExpectedStops(logging.Filter):
         return not ("WallClockCap" in message or "BudgetExceededError" in message)
 
 
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    # A terminal's Ctrl-C reaches the embedded store too: the server's background loops and the
+    # agents still running would log its disappearance while the demo winds down. That is not
+    # news to someone who just pressed Ctrl-C; the summary printed after it is.
+    logging.disable(logging.CRITICAL)
+    raise KeyboardInterrupt
+
+
 def _warm_up() -> None:
     # First-call costs (price tables, tokenizer choice, LangChain's lazy imports) would otherwise
     # land on the unguarded run's first call.
@@ -199,7 +209,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     live = not args.no_live
     # Plain output is for logs: wide enough that the closing table never wraps.
     console = Console() if live else Console(width=200, highlight=False, no_color=True)
-    latency = args.latency_ms / 1000
     budget: int = args.budget
     names = [f"support-bot-{i + 1}" for i in range(args.agents)]
     runs = [
@@ -207,7 +216,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         Run("2 guarded", [Track("support-bot")], budget=budget, tenant="acme-guarded"),
         Run(f"3 parallel x{args.agents}", [Track(n) for n in names], budget, "acme-fleet"),
     ]
-    unguarded, guarded, fleet = runs
     board = LiveBoard(
         runs, f"runaway agent on gpt-4o (simulated, {args.latency_ms:g} ms/call), {usd(budget, 2)}"
     )
@@ -220,6 +228,46 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.print(text)
 
     logging.getLogger("langchain_core.callbacks.manager").addFilter(_ExpectedStops())
+    previous = signal.signal(signal.SIGINT, _interrupted)
+    try:
+        _run_all(args, runs, board, clients, say, live, console)
+    except KeyboardInterrupt:
+        # The server and its store were stopped on the way out (their context managers).
+        console.print(f"Interrupted after {time.monotonic() - began:.1f} s. Spent so far:")
+        for run in runs:
+            if run.calls:
+                console.print(f"  {run.label}: {run.calls} calls, {usd(run.spent)}")
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        logging.disable(logging.NOTSET)
+    console.print(closing_table(runs, plain=not live, width=console.width))
+    for line in _summary(runs, budget):
+        console.print(line, soft_wrap=not live)  # in logs, long lines stay whole (greppable)
+    chart = write_chart(args.chart, runs, budget)
+    console.print(f"Chart of cumulative spend vs time: {chart}")
+    failures = [f for run in runs for f in enforcement_failures(run)]
+    for f in failures:
+        console.print(f"ENFORCEMENT FAILED: {f}", style="bold red")
+    verdict = "FAILED" if failures else "held"
+    console.print(f"Enforcement {verdict}; demo took {time.monotonic() - began:.1f} s.")
+    return 1 if failures else 0
+
+
+def _run_all(
+    args: argparse.Namespace,
+    runs: Sequence[Run],
+    board: LiveBoard,
+    clients: list[CyclesClient],
+    say: Callable[[str], None],
+    live: bool,
+    console: Console,
+) -> None:
+    """The three runs on one embedded server, recorded on ``runs``."""
+    unguarded, guarded, fleet = runs
+    budget: int = args.budget
+    latency = args.latency_ms / 1000
+    names = [t.name for t in fleet.tracks]
     _warm_up()
     with _data_dir(args.data_dir) as data_dir:
         say("starting runcycles-server-lite on its embedded store...")
@@ -266,18 +314,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 say(_done(fleet))
             for c in clients:
                 c.close()
-
-    console.print(closing_table(runs, plain=not live, width=console.width))
-    for line in _summary(runs, budget):
-        console.print(line, soft_wrap=not live)  # in logs, long lines stay whole (greppable)
-    chart = write_chart(args.chart, runs, budget)
-    console.print(f"Chart of cumulative spend vs time: {chart}")
-    failures = [f for run in runs for f in enforcement_failures(run)]
-    for f in failures:
-        console.print(f"ENFORCEMENT FAILED: {f}", style="bold red")
-    verdict = "FAILED" if failures else "held"
-    console.print(f"Enforcement {verdict}; demo took {time.monotonic() - began:.1f} s.")
-    return 1 if failures else 0
 
 
 def _watch(live: bool, run: Run, tenant: Tenant) -> contextlib.AbstractContextManager[None]:

@@ -123,10 +123,12 @@ class LiveBoard:
 def closing_table(runs: Sequence[Run], *, plain: bool, width: int = 200) -> Table:
     """run, calls, spend (priced by core), time, stopped by, and the server's ledger.
 
-    Under 120 columns it drops ``time`` and ``reserved`` (the summary lines repeat the ledger)
-    and says what stopped a run in one word, so that no number is cut.
+    Under 120 columns it drops ``time`` and ``reserved`` (the summary lines repeat the ledger),
+    shows dollars to four places (the summary lines give them to the microcent) and says what
+    stopped a run in one word (a denial's error code), so that an 80-column row never wraps.
     """
     narrow = width < 120
+    places = 4 if narrow else 8
     table = Table(
         box=box.ASCII if plain else box.ROUNDED,
         title="runcycles demo: the same runaway agent, three ways",
@@ -136,8 +138,9 @@ def closing_table(runs: Sequence[Run], *, plain: bool, width: int = 200) -> Tabl
     )
     columns = [c for c in _CLOSING_COLUMNS if not (narrow and c in ("time", "reserved"))]
     for name in columns:
+        header = "ledger" if narrow and name == "ledger spent" else name
         # Only the reason may wrap, so that no number is ever split across lines.
-        table.add_column(name, justify=_CLOSING_COLUMNS[name], no_wrap=name != "stopped by")
+        table.add_column(header, justify=_CLOSING_COLUMNS[name], no_wrap=name != "stopped by")
 
     def add(
         label: str, tracks: Sequence[Track], run: Run, led: Ledger | None, none: str = ""
@@ -146,14 +149,14 @@ def closing_table(runs: Sequence[Run], *, plain: bool, width: int = 200) -> Tabl
         cells = {
             "run": label,
             "calls": str(sum(t.calls for t in tracks)),
-            "spend": usd(sum(t.spent for t in tracks)),
+            "spend": usd(sum(t.spent for t in tracks), places),
             "time": f"{(one.elapsed() if one else run.elapsed()):.1f} s",
-            "stopped by": (one.state if one else run.state)
+            "stopped by": _short_reason(one or run)
             if narrow
             else (one.stopped_by if one else run.stopped_by),
-            "ledger spent": usd(led.spent) if led else none,
-            "reserved": usd(led.reserved) if led else none,
-            "remaining": usd(led.remaining) if led else none,
+            "ledger spent": usd(led.spent, places) if led else none,
+            "reserved": usd(led.reserved, places) if led else none,
+            "remaining": usd(led.remaining, places) if led else none,
         }
         table.add_row(*(cells[c] for c in columns))
 
@@ -164,3 +167,9 @@ def closing_table(runs: Sequence[Run], *, plain: bool, width: int = 200) -> Tabl
             for t in run.tracks:
                 add(f"  {t.name}", [t], run, None)
     return table
+
+
+def _short_reason(who: Track | Run) -> str:
+    """What stopped a run, in one word: a denial's error code, else the state."""
+    reason = who.stopped_by
+    return reason.removeprefix("denied: ") if reason.startswith("denied: ") else who.state
