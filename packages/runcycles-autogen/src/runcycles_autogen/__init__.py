@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from runcycles_core.plugin import CyclesSettings, check_supported
 
-from . import _supported
+from . import _quiet, _supported
 from ._client import CyclesChatCompletionClient
 from ._errors import BudgetExceededError
 from ._run import run_team, run_team_stream, selector_group_chat
@@ -41,3 +41,5 @@ __all__ = [
 __version__ = "0.1.0"
 
 check_supported("runcycles-autogen", _supported.FRAMEWORK, _supported.OLDEST, _supported.BELOW)
+# A denial the caller handles is not logged by the framework on its way out.
+_quiet.install()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from runcycles_core.plugin import check_supported
 
+from . import _quiet
 from ._crew import cycles_crew
 from ._errors import CrewBudgetExceeded
 from ._llm import CyclesLLM
@@ -37,3 +38,5 @@ __all__ = [
 __version__ = "0.1.0"
 
 check_supported("runcycles-crewai", FRAMEWORK, OLDEST, BELOW)
+# A denial the caller handles is not logged by the framework on its way out.
+_quiet.install()

@@ -14,6 +14,7 @@ what the plugin believes. A scenario the adapter declares in
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
@@ -186,6 +187,31 @@ class ContractSuite:
         assert isinstance(info.value, self.adapter.denial_error), type(info.value)
         assert h.provider_calls == 0
         assert self.settled(bench) == []
+
+    @pytest.mark.asyncio
+    async def test_handled_denial_is_quiet(
+        self, bench: Bench, build: Build, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A denial the caller catches is the caller's to report: neither the plugin nor the
+        framework may log it as an error or warning on the way out (other records stay)."""
+        self.require("deny_before_provider")
+        bench.fund({"": 1})
+        h = build(bench.settings())
+        caplog.set_level(logging.WARNING)
+        with pytest.raises(BudgetExceededError) as info:
+            await h.run()
+        code = str(info.value.error_code)
+        noisy = [
+            f"{r.name} {r.levelname}: {r.getMessage()}"
+            for r in caplog.records
+            if r.levelno >= logging.WARNING
+            and (
+                code in r.getMessage()
+                or "BudgetExceeded" in r.getMessage()
+                or (r.exc_info is not None and isinstance(r.exc_info[1], BudgetExceededError))
+            )
+        ]
+        assert not noisy, f"a handled denial was logged: {noisy}"
 
     # -- 2. commit equals the priced usage ------------------------------------------------------
     @pytest.mark.asyncio
