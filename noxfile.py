@@ -153,6 +153,11 @@ ENVS: dict[str, list[str]] = {
         *_editable(CORE, SERVER, LANGCHAIN, f"{DEMO}[test]"),
     ],
     "bench": [*_editable(CORE, SERVER), "-r bench/requirements.txt"],
+    # The dashboard in a real browser: Debian's chromium and chromedriver, driven by selenium.
+    "browser": [
+        *_editable(f"{CORE}[test]", f"{SERVER}[test]"),
+        "selenium>=4.20,<5",
+    ],
     "conformance": [
         *_editable(f"{CORE}[test]", f"{SERVER}[test]"),
         "schemathesis>=4.3,<5",
