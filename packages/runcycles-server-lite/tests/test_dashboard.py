@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from importlib import resources
 
@@ -86,6 +87,36 @@ def test_wrong_key_is_rejected(server: ServerHandle, client: httpx.Client) -> No
         assert r.status_code == 401, key
         assert "set-cookie" not in r.headers
         assert "flash-error" in r.text
+    assert client.get("/dashboard").status_code == 303
+
+
+def test_a_failed_sign_in_is_an_auth_failure_event(
+    server: ServerHandle, client: httpx.Client
+) -> None:
+    r = sign_in(client, "cyc_live_" + uuid.uuid4().hex)
+    assert r.status_code == 401
+    with server.admin_client() as admin:
+        events = admin.get(
+            "/v1/admin/events",
+            params={"tenant_id": "__system__", "event_type": "api_key.auth_failed", "limit": 100},
+        ).json()["events"]
+    mine = [e for e in events if e.get("request_id") == r.headers["x-request-id"]]
+    assert [e["data"]["failure_reason"] for e in mine] == ["key_not_found"]
+
+
+def test_a_session_ends_after_its_lifetime(
+    server: ServerHandle, client: httpx.Client, mk: TenantFactory
+) -> None:
+    t = mk({"": 100}, prefix="dash")
+    sign_in(client, t.secret)
+    assert client.get("/dashboard").status_code == 200
+
+    async def age(store: Store) -> None:
+        for name in await store.redis.keys(f"{store.keys.prefix}:dashboard:session:*"):
+            if await store.redis.hget(name, "tenant") == t.name:
+                await store.redis.hset(name, "created_at", "0")
+
+    server.run_store(age)
     assert client.get("/dashboard").status_code == 303
 
 

@@ -149,6 +149,11 @@ class Authenticator:
             )
         return principal
 
+    async def record_failure(self, request: Request, secret: str, message: str) -> None:
+        """The ``api_key.auth_failed`` event for a key refused outside the header path (the
+        dashboard's login form), exactly as :meth:`tenant` records one."""
+        await self._auth_failed(request, secret, message)
+
     async def _auth_failed(self, request: Request, secret: str, message: str) -> None:
         """api_key.auth_failed, in the key's tenant stream when the key is ours (revoked,
         expired, suspended tenant), else in the system stream. Capped by length, since

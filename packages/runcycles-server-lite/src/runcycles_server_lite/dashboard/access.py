@@ -139,6 +139,7 @@ async def login(
     except ProtocolError as exc:
         if exc.code != "UNAUTHORIZED":
             raise
+        await auth.record_failure(request, secret, exc.message)
         return None, "That key is not valid here."
     if not principal.allows(READ_PERMISSION):
         return None, f"That key lacks the {READ_PERMISSION} permission the dashboard needs."
