@@ -49,6 +49,10 @@ nox.options.sessions = [
     "openai_agents(latest)",
     "llamaindex(oldest)",
     "llamaindex(latest)",
+    "pydantic_ai(latest)",
+    "pydantic_ai(oldest)",
+    "autogen(oldest)",
+    "autogen(latest)",
     "demo_tests",
     "langchain(latest)",
     "langchain(oldest)",
@@ -71,6 +75,8 @@ LANGCHAIN = "packages/runcycles-langchain"
 OPENAI_AGENTS = "packages/runcycles-openai-agents"
 LLAMAINDEX = "packages/runcycles-llamaindex"
 CREWAI = "packages/runcycles-crewai"
+PYDANTIC_AI = "packages/runcycles-pydantic-ai"
+AUTOGEN = "packages/runcycles-autogen"
 DEMO = "packages/runcycles-demo"
 
 MYPY = "mypy>=1.13,<2"
@@ -93,6 +99,8 @@ _LC = _supported(LANGCHAIN, "runcycles_langchain")
 _OA = _supported(OPENAI_AGENTS, "runcycles_openai_agents")
 _LI = _supported(LLAMAINDEX, "runcycles_llamaindex")
 _CR = _supported(CREWAI, "runcycles_crewai")
+_PA = _supported(PYDANTIC_AI, "runcycles_pydantic_ai")
+_AG = _supported(AUTOGEN, "runcycles_autogen")
 
 
 def _editable(*paths: str) -> list[str]:
@@ -148,6 +156,28 @@ ENVS: dict[str, list[str]] = {
     "crewai-latest": [
         MYPY,
         *_editable(f"{CORE}[test]", f"{SERVER}[test]", TESTING, f"{CREWAI}[test]"),
+    ],
+    "pydantic-ai-oldest": [
+        MYPY,
+        *_editable(f"{CORE}[test]", f"{SERVER}[test]", TESTING, f"{PYDANTIC_AI}[test]"),
+        f"{_PA['FRAMEWORK']}=={_PA['OLDEST']}",
+    ],
+    # The newest releases need Python >= 3.11: the lock resolves them there (and the newest
+    # 3.10 can install, 2.54.x, below it; the session skips on 3.10). No spaces: one argument.
+    "pydantic-ai-latest": [
+        MYPY,
+        *_editable(f"{CORE}[test]", f"{SERVER}[test]", TESTING, f"{PYDANTIC_AI}[test]"),
+        f"{_PA['FRAMEWORK']}>=2.55;python_version>='{_PA['LATEST_PYTHON']}'",
+    ],
+    "autogen-oldest": [
+        MYPY,
+        *_editable(f"{CORE}[test]", f"{SERVER}[test]", TESTING, f"{AUTOGEN}[test]"),
+        f"{_AG['FRAMEWORK']}=={_AG['OLDEST']}",
+        f"{_AG['CORE_FRAMEWORK']}=={_AG['OLDEST']}",
+    ],
+    "autogen-latest": [
+        MYPY,
+        *_editable(f"{CORE}[test]", f"{SERVER}[test]", TESTING, f"{AUTOGEN}[test]"),
     ],
     "demo": [
         MYPY,
@@ -394,6 +424,44 @@ def llamaindex(session: nox.Session, bound: str) -> None:
         framework=True,
     )
     _pytest(session, f"{LLAMAINDEX}/tests")
+
+
+@nox.session
+@nox.parametrize("bound", ["oldest", "latest"], ids=["oldest", "latest"])
+def pydantic_ai(session: nox.Session, bound: str) -> None:
+    """runcycles-pydantic-ai on both ends of its supported pydantic-ai-slim range.
+
+    Its own venv. The newest releases need a newer Python than the oldest the project supports:
+    on an older interpreter ``latest`` skips, saying which Python it needs.
+    """
+    need = tuple(int(p) for p in _PA["LATEST_PYTHON"].split("."))
+    if bound == "latest" and sys.version_info[:2] < need:
+        running = f"{sys.version_info.major}.{sys.version_info.minor}"
+        session.skip(
+            f"pydantic-ai(latest) tests the newest pydantic-ai-slim, which needs Python >= "
+            f"{_PA['LATEST_PYTHON']} (nox runs on {running})"
+        )
+    _install(session, f"pydantic-ai-{bound}")
+    _mypy(
+        session,
+        f"{PYDANTIC_AI}/src/runcycles_pydantic_ai",
+        f"{PYDANTIC_AI}/tests",
+        framework=True,
+    )
+    _pytest(session, f"{PYDANTIC_AI}/tests")
+
+
+@nox.session
+@nox.parametrize("bound", ["oldest", "latest"], ids=["oldest", "latest"])
+def autogen(session: nox.Session, bound: str) -> None:
+    """runcycles-autogen on both ends of its supported autogen-agentchat / autogen-core range.
+
+    Its own venv: autogen-core pins protobuf ~=5.29.
+    """
+    env = f"autogen-{bound}"
+    _install(session, env)
+    _mypy(session, f"{AUTOGEN}/src/runcycles_autogen", f"{AUTOGEN}/tests", framework=True)
+    _pytest(session, f"{AUTOGEN}/tests")
 
 
 @nox.session

@@ -317,3 +317,40 @@ def test_admin_command_without_any_key_says_how_to_get_one(tmp_path: Path) -> No
     # --data-dir before the subcommand counts too.
     r = cli("--data-dir", str(tmp_path / "before"), "tenant", "create", "x", "--wait", "0")
     assert str(tmp_path / "before") in r.stderr
+
+
+def test_a_busy_port_is_refused_before_the_banner(served: Served, tmp_path: Path) -> None:
+    """A second server on the first one's port says so, names the flag, prints no banner and
+    starts no store (its data dir stays empty)."""
+    port = served.url.rsplit(":", 1)[1]
+    second = tmp_path / "second"
+    r = run(
+        serve_args(int(port), second),
+        capture_output=True,
+        text=True,
+        timeout=start_timeout(),
+        env=clean_env(),
+    )
+    assert r.returncode == 3, r.stderr
+    assert "serving" not in r.stdout
+    assert f"a runcycles-server-lite is already serving http://127.0.0.1:{port}" in r.stderr
+    assert "--port PORT" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not second.exists() or not any(second.iterdir())
+
+
+def test_a_port_held_by_another_process_is_named(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        r = run(
+            serve_args(port, tmp_path / "d"),
+            capture_output=True,
+            text=True,
+            timeout=start_timeout(),
+            env=clean_env(),
+        )
+    assert r.returncode == 3, r.stderr
+    assert f"another process is listening on 127.0.0.1:{port}" in r.stderr
+    assert "serving" not in r.stdout

@@ -336,7 +336,10 @@ def test_bad_payloads_are_400_naming_the_field(
 
 def test_malformed_json_and_non_object_bodies(mk: TenantFactory) -> None:
     t = mk({"": 1000})
-    assert t.http.post("/v1/reservations", content=b"{nope").status_code == 400
+    malformed = t.http.post(
+        "/v1/reservations", content=b"{nope", headers={"Content-Type": "application/json"}
+    )
+    assert malformed.status_code == 400
     assert t.http.post("/v1/reservations", json=[1]).status_code == 400
     r = t.http.post("/v1/reservations", json={"subject": t.subject()})
     assert r.status_code == 400

@@ -216,8 +216,7 @@ def unit_param(request: Request) -> str:
 
 async def optional_body(request: Request) -> Any:
     """The JSON body, or ``{}`` when the request has none."""
-    body = await request.body()
-    return {} if not body.strip() else await read_json(request)
+    return await read_json(request, optional=True)
 
 
 def metadata_json(metadata: Mapping[str, Any] | None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -14,6 +15,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from . import admin, events_api, runtime
+from ._persistence import probe_async
+from ._serving import InflightLimit
 from .auth import Authenticator
 from .config import Settings
 from .contract import OPENAPI_PATH, serve_openapi
@@ -39,10 +42,13 @@ async def readiness(request: Request) -> Response:
     except Exception as exc:  # any store failure means not ready
         log.warning("readiness: store ping failed: %s", exc)
         ok = False
-    body = {
-        "status": "UP" if ok else "DOWN",
-        "components": {"redis": {"status": "UP" if ok else "DOWN"}},
-    }
+    redis_health: dict[str, Any] = {"status": "UP" if ok else "DOWN"}
+    if ok:
+        try:
+            redis_health["details"] = (await probe_async(svc.store.redis)).details()
+        except Exception as exc:  # details are informative; never fail readiness over them
+            log.debug("readiness: persistence probe failed: %s", exc)
+    body = {"status": "UP" if ok else "DOWN", "components": {"redis": redis_health}}
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
@@ -102,7 +108,13 @@ def create_app(settings: Settings, *, admin_only: bool = False) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(MetricsMiddleware), Middleware(TraceMiddleware)],
+        # Metrics outermost (they count every answer, a 503 of the cap too); the in-flight
+        # cap sits inside the trace middleware, so its 503 carries the ids.
+        middleware=[
+            Middleware(MetricsMiddleware),
+            Middleware(TraceMiddleware),
+            Middleware(InflightLimit, limit=settings.max_inflight),
+        ],
         exception_handlers={HTTPException: http_exception_handler},
         lifespan=lifespan,
     )

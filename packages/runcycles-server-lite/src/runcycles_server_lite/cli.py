@@ -18,7 +18,8 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from . import logs
-from .config import DEFAULT_PORT, Settings, default_data_dir
+from ._serving import uvicorn_options
+from .config import DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, Settings, default_data_dir
 from .keys import UNITS
 
 if TYPE_CHECKING:
@@ -58,6 +59,55 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="trust X-Forwarded-* headers (only behind a reverse proxy)",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help=f"largest request body; over it a 413 (default {DEFAULT_MAX_BODY_BYTES})",
+    )
+    p.add_argument(
+        "--keep-alive-timeout",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="close idle keep-alive connections after SECONDS (default 5)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="close connections that take longer to send request headers (default 10; 0: off)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        metavar="N",
+        help="open connections per process before every request gets a 503 (default 1024; "
+        "0: no cap)",
+    )
+    p.add_argument(
+        "--max-inflight",
+        type=int,
+        default=None,
+        metavar="N",
+        help="requests handled at once per process before a 503; health checks are exempt "
+        "(default 512; 0: no cap)",
+    )
+    p.add_argument(
+        "--fsync",
+        default=None,
+        choices=["always", "everysec"],
+        help="embedded store AOF fsync policy (default everysec)",
+    )
+    p.add_argument(
+        "--allow-volatile-store",
+        action="store_true",
+        default=None,
+        help="serve even if the external Redis has AOF off (a restart loses the ledger)",
     )
 
 
@@ -160,6 +210,20 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         s.log_format = ns.log_format
     if getattr(ns, "proxy_headers", None):
         s.proxy_headers = True
+    if getattr(ns, "max_body_bytes", None) is not None:
+        s.max_body_bytes = ns.max_body_bytes
+    if getattr(ns, "keep_alive_timeout", None) is not None:
+        s.keep_alive_timeout_s = ns.keep_alive_timeout
+    if getattr(ns, "header_timeout", None) is not None:
+        s.header_timeout_s = ns.header_timeout
+    if getattr(ns, "max_connections", None) is not None:
+        s.max_connections = ns.max_connections
+    if getattr(ns, "max_inflight", None) is not None:
+        s.max_inflight = ns.max_inflight
+    if getattr(ns, "fsync", None) is not None:
+        s.fsync = ns.fsync
+    if getattr(ns, "allow_volatile_store", None):
+        s.allow_volatile_store = True
     return s
 
 
@@ -189,6 +253,8 @@ def _export(settings: Settings) -> None:
     os.environ["RUNCYCLES_LOG_LEVEL"] = settings.log_level
     if settings.log_format:
         os.environ["RUNCYCLES_LOG_FORMAT"] = settings.log_format
+    os.environ["RUNCYCLES_MAX_BODY_BYTES"] = str(settings.max_body_bytes)
+    os.environ["RUNCYCLES_MAX_INFLIGHT"] = str(settings.max_inflight)
 
 
 def _log_format(settings: Settings) -> logs.LogFormat | None:
@@ -208,11 +274,19 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     logs.configure(settings.log_level, _log_format(settings))
+    from ._ports import busy_port_message
+
+    busy = busy_port_message(settings)
+    if busy is not None:  # before the store starts and the banner claims the address
+        print(busy, file=sys.stderr)
+        return 3
     from .embedded import EmbeddedRedis
 
     embedded: EmbeddedRedis | None = None
     if not settings.redis_url:
-        embedded = EmbeddedRedis(settings.data_dir or default_data_dir()).start()
+        embedded = EmbeddedRedis(
+            settings.data_dir or default_data_dir(), appendfsync=settings.fsync
+        ).start()
         settings.redis_url = embedded.url
         key, created = ensure_admin_key(settings)
         settings.admin_api_key = key
@@ -220,8 +294,13 @@ def serve(settings: Settings) -> int:
             where = settings.data_dir / ADMIN_KEY_FILE
             print(f"Generated admin API key (shown once; kept in {where}):")
             print(f"  X-Admin-API-Key: {key}")
-    elif not settings.admin_api_key:
-        log.warning("ADMIN_API_KEY is not set: the admin plane will refuse every request")
+    else:
+        # An external store: refuse one that loses the ledger on restart (SystemExit).
+        from ._persistence import check_store  # redis-py: only the server needs it
+
+        check_store(settings.redis_url, allow_volatile=settings.allow_volatile_store)
+        if not settings.admin_api_key:
+            log.warning("ADMIN_API_KEY is not set: the admin plane will refuse every request")
     _export(settings)
     metrics_dir = _metrics_dir(settings.workers)
     base = f"http://{settings.host}:{settings.port}"
@@ -256,6 +335,7 @@ def serve(settings: Settings) -> int:
             # busy worker misses it, and a replacement spawned as SIGTERM arrives was left
             # running, so the server never exited. A hung worker is still replaced, later.
             timeout_worker_healthcheck=30,
+            **uvicorn_options(settings),
         )
     except KeyboardInterrupt:
         pass
@@ -307,6 +387,7 @@ class AdminListener:
             log_config=None,
             access_log=False,
             server_header=False,
+            **uvicorn_options(settings),
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(

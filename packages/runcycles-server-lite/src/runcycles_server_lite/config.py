@@ -9,6 +9,8 @@ from pathlib import Path
 import platformdirs
 
 DEFAULT_PORT = 7878
+# Largest request body accepted, in bytes (larger ones get a 413 while still streaming in).
+DEFAULT_MAX_BODY_BYTES = 1 << 20
 
 
 def default_data_dir() -> Path:
@@ -44,6 +46,23 @@ class Settings:
     webhook_timeout_s: float = 10.0
     # Governance events (the event stream) are kept this long (spec: 90 days hot).
     event_retention_ms: int = 90 * 24 * 3600 * 1000
+    # Largest request body, in bytes: over it, a 413 and the rest of the body is never read.
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # Listener hardening (see _serving.py): idle keep-alive connections are closed after
+    # this many seconds; past max_connections open connections uvicorn answers a bare 503
+    # (0: no cap); past max_inflight requests being handled per process the app answers the
+    # protocol's 503, health endpoints exempt (0: no cap).
+    keep_alive_timeout_s: int = 5
+    # A connection must send a request's complete headers within this many seconds of
+    # connecting (or of a further request's first byte), else it is closed (0: no deadline).
+    header_timeout_s: float = 10.0
+    max_connections: int = 1024
+    max_inflight: int = 512
+    # The embedded store's AOF fsync policy: "everysec" (lose at most ~1 s on a power cut) or
+    # "always" (fsync every write, slower).
+    fsync: str = "everysec"
+    # Serve on an external Redis with AOF off (a restart loses the ledger); refused otherwise.
+    allow_volatile_store: bool = False
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -67,4 +86,18 @@ class Settings:
             s.event_retention_ms = int(float(env["RUNCYCLES_EVENT_RETENTION_DAYS"]) * 86_400_000)
         if "RUNCYCLES_AUTH_CACHE_TTL_S" in env:
             s.auth_cache_ttl_s = float(env["RUNCYCLES_AUTH_CACHE_TTL_S"])
+        if "RUNCYCLES_MAX_BODY_BYTES" in env:
+            s.max_body_bytes = int(env["RUNCYCLES_MAX_BODY_BYTES"])
+        if "RUNCYCLES_KEEP_ALIVE_TIMEOUT_S" in env:
+            s.keep_alive_timeout_s = int(env["RUNCYCLES_KEEP_ALIVE_TIMEOUT_S"])
+        if "RUNCYCLES_HEADER_TIMEOUT_S" in env:
+            s.header_timeout_s = float(env["RUNCYCLES_HEADER_TIMEOUT_S"])
+        if "RUNCYCLES_MAX_CONNECTIONS" in env:
+            s.max_connections = int(env["RUNCYCLES_MAX_CONNECTIONS"])
+        if "RUNCYCLES_MAX_INFLIGHT" in env:
+            s.max_inflight = int(env["RUNCYCLES_MAX_INFLIGHT"])
+        if "RUNCYCLES_FSYNC" in env:
+            s.fsync = env["RUNCYCLES_FSYNC"]
+        flag = env.get("RUNCYCLES_ALLOW_VOLATILE_STORE", "").strip().lower()
+        s.allow_volatile_store = flag in ("1", "true", "yes", "on")
         return s

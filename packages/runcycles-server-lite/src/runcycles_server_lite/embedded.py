@@ -92,6 +92,16 @@ class EmbeddedRedis:
         finally:
             client.close()
 
+    def _apply_fsync(self) -> None:
+        # A reused store was started with an earlier run's policy: apply this run's.
+        client = redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=2)
+        try:
+            client.config_set("appendfsync", self.appendfsync)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("could not set appendfsync on the reused store: %s", exc)
+        finally:
+            client.close()
+
     def start(self, timeout: float | None = None) -> EmbeddedRedis:
         """Start redis-server and wait until it answers (up to ``timeout`` seconds, default
         :func:`~runcycles_server_lite.testing.start_timeout`); stopped again if it does not."""
@@ -99,6 +109,7 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self._ping():
             log.info("reusing the embedded store already running at %s", self.socket_path)
+            self._apply_fsync()
             return self
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()

@@ -11,11 +11,12 @@ from typing import Any
 import orjson
 import redis.exceptions as redis_errors
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import ProtocolError, invalid, unavailable
+from ._body import parse_json, read_limited, require_json
+from .errors import ProtocolError, unavailable
 from .logs import request_context
 from .metrics import STORE_ERRORS
 
@@ -25,8 +26,6 @@ _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
-
-MAX_BODY_BYTES = 1 << 20
 
 
 class JSONResponse(Response):
@@ -89,17 +88,25 @@ def request_ids(request: Request) -> tuple[str, str]:
     return state.get("request_id", ""), state.get("trace_id", "")
 
 
-async def read_json(request: Request) -> Any:
-    """The request body parsed as JSON, or a 400 INVALID_REQUEST saying why not."""
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise invalid(f"request body exceeds {MAX_BODY_BYTES} bytes")
-    if not body:
-        raise invalid("request body is empty; a JSON object is required")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise invalid(f"request body is not valid JSON: {exc}") from None
+async def read_json(request: Request, *, optional: bool = False) -> Any:
+    """The request body parsed as JSON, or the protocol error saying why not: 415 for a body
+    whose Content-Type is not JSON, 413 over the configured ``max_body_bytes`` (read no
+    further), 400 when empty (any Content-Type), malformed or too deep.
+
+    ``optional``: an empty body (with any Content-Type, or none) is ``{}``, not an error.
+    """
+    content_type = request.headers.get("content-type")
+    if content_type:  # a declared non-JSON body is refused before a byte of it is read
+        require_json(content_type)
+    body = await read_limited(request, request.app.state.services.settings.max_body_bytes)
+    if not body.strip():
+        if optional:
+            return {}
+        # No body at all is an invalid request (400, as the protocol documents), whatever
+        # the Content-Type; only a body that is there and not JSON is 415.
+        return parse_json(body)
+    require_json(content_type)
+    return parse_json(body)
 
 
 async def http_exception_handler(request: Request, exc: Exception) -> Response:
@@ -157,6 +164,15 @@ class TraceMiddleware:
         token = request_context.set((request_id, trace_id))
         try:
             await self.app(scope, receive, send_with_ids)
+        except ClientDisconnect:
+            # The client hung up before its body arrived: nobody is left to answer, and it is
+            # the client's doing, not a server fault worth a traceback.
+            log.debug(
+                "client disconnected mid-request on %s %s",
+                scope.get("method"),
+                scope.get("path"),
+                extra={"request_id": request_id, "trace_id": trace_id},
+            )
         except Exception as exc:
             if started:
                 raise

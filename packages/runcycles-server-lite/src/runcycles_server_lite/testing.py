@@ -41,6 +41,7 @@ from ._processes import (
     stop_group,
     wait_ready,
 )
+from ._serving import uvicorn_options
 from .app import create_app
 from .config import Settings
 from .embedded import EmbeddedRedis
@@ -154,7 +155,13 @@ def _serve_in_thread(
 ) -> tuple[uvicorn.Server, threading.Thread, int]:
     app = create_app(settings)
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", access_log=False
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="on",
+        access_log=False,
+        **uvicorn_options(settings),
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="runcycles-test-server", daemon=True)
