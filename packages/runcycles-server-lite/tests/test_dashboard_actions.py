@@ -138,6 +138,15 @@ def test_writes_without_the_csrf_token_or_from_elsewhere_are_refused(
     assert ok.status_code == 303
     assert _allocated(acme) == 1_000_000_000  # only the last one went through
     assert acme.ledger()[budget]["status"] == "ACTIVE"
+    # An oversized form is refused before it is read whole.
+    huge = {"budget": budget, "amount": "5", "csrf": token, "pad": "x" * 20_000}
+    assert (
+        client.post(
+            url + "/fund", data=huge, headers={"Referer": server.base_url + url}
+        ).status_code
+        == 413
+    )
+    assert _allocated(acme) == 1_000_000_000
     # Only POST: a GET to an action is not a write.
     assert client.get(url + "/fund").status_code == 405
 

@@ -24,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 
 from runcycles_core.amounts import MONEY_UNIT, parse_amount
 from runcycles_server_lite import provisioning as prov
+from runcycles_server_lite._body import read_limited
 from runcycles_server_lite.admin_common import budget_wire, fund_wire
 from runcycles_server_lite.audit import audited
 from runcycles_server_lite.errors import ProtocolError, invalid
@@ -59,9 +60,10 @@ def _redirect(url: str) -> RedirectResponse:
 
 async def _form(request: Request) -> dict[str, str]:
     """An urlencoded form body (the only kind the dashboard's forms send)."""
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise Refused(413, "form too large")
+    try:
+        body = await read_limited(request, MAX_FORM_BYTES)
+    except ProtocolError as exc:
+        raise Refused(exc.status, exc.message) from None
     parsed = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
     return {k: v[0] for k, v in parsed.items()}
 
