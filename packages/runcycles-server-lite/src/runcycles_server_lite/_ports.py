@@ -36,9 +36,7 @@ def _is_cycles_server(host: str, port: int) -> bool:
     if ":" in target:
         target = f"[{target}]"
     try:
-        with urllib.request.urlopen(
-            f"http://{target}:{port}/actuator/health", timeout=1.0
-        ) as resp:
+        with urllib.request.urlopen(f"http://{target}:{port}/actuator/health", timeout=1.0) as resp:
             body = json.loads(resp.read() or b"null")
     except (OSError, ValueError, urllib.error.URLError):
         return False
