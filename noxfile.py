@@ -5,6 +5,7 @@
 ``python -m nox -s demo`` runs the runaway-agent demo.
 ``python -m nox -s bench`` runs the benchmarks (not part of the default run).
 ``python -m nox -s conformance`` checks the server and client against the upstream spec.
+``python -m nox -s browser`` drives the dashboard in headless Chromium (Debian's chromium).
 ``python -m nox -s lock`` refreshes the committed version locks under ``locks/``.
 
 Every session installs with uv into its own virtualenv under ``.nox/``, from one of the install
@@ -183,6 +184,11 @@ ENVS: dict[str, list[str]] = {
         *_editable(CORE, SERVER, LANGCHAIN, f"{DEMO}[test]"),
     ],
     "bench": [*_editable(CORE, SERVER), "-r bench/requirements.txt"],
+    # The dashboard in a real browser: Debian's chromium and chromedriver, driven by selenium.
+    "browser": [
+        *_editable(f"{CORE}[test]", f"{SERVER}[test]"),
+        "selenium>=4.20,<5",
+    ],
     "conformance": [
         *_editable(f"{CORE}[test]", f"{SERVER}[test]"),
         "schemathesis>=4.3,<5",
@@ -493,6 +499,30 @@ def conformance(session: nox.Session) -> None:
     """
     _install(session, "conformance")
     _pytest(session, "conformance")
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+@nox.session
+def browser(session: nox.Session) -> None:
+    """The dashboard in headless Chromium: sign in through the form, read the dollar
+    figures, click fund, watch the live refresh (selenium; Debian's chromium and chromedriver).
+
+    Not in the default run; .ci/run calls it. Screenshots go to ``.nox/browser-screenshots/``.
+    """
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
+    if missing:
+        session.error(
+            f"{' and '.join(missing)} not found: install them with "
+            "`apt-get install -y chromium chromium-driver`"
+        )
+    _install(session, "browser")
+    session.env["RUNCYCLES_SCREENSHOTS"] = str(ROOT / ".nox" / "browser-screenshots")
+    # Selenium never downloads a driver here (the test names Debian's), nor reports usage.
+    session.env["SE_AVOID_STATS"] = "true"
+    _pytest(session, f"{SERVER}/tests_browser")
 
 
 @nox.session

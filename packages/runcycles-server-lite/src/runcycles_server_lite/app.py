@@ -1,4 +1,4 @@
-"""The Starlette application: runtime plane, admin plane and health, on one port."""
+"""The Starlette application: runtime plane, admin plane, dashboard and health, on one port."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from ._serving import InflightLimit
 from .auth import Authenticator
 from .config import Settings
 from .contract import OPENAPI_PATH, serve_openapi
+from .dashboard import routes as dashboard_routes
 from .http import JSONResponse, TraceMiddleware, http_exception_handler
 from .metrics import METRICS_PATH, MetricsMiddleware, metrics_endpoint
 from .services import Services, services
@@ -103,6 +104,7 @@ def create_app(settings: Settings, *, admin_only: bool = False) -> Starlette:
         *admin.routes(),
         *events_api.routes(),
         *webhooks_api.routes(),
+        *dashboard_routes(),
     ]
     app = Starlette(
         routes=routes,

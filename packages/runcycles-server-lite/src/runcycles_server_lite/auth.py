@@ -95,6 +95,12 @@ class Authenticator:
     def admin_enabled(self) -> bool:
         return self._admin_digest is not None
 
+    def is_admin_secret(self, supplied: str) -> bool:
+        """True if ``supplied`` is the admin key (constant-time; False when none is set)."""
+        if self._admin_digest is None:
+            return False
+        return hmac.compare_digest(secret_digest(supplied).encode(), self._admin_digest)
+
     def is_admin(self, request: Request) -> bool:
         """True if the request carries the correct ``X-Admin-API-Key``; 401 if it carries a
         wrong one (no fallthrough to tenant auth)."""
@@ -143,6 +149,11 @@ class Authenticator:
             )
         return principal
 
+    async def record_failure(self, request: Request, secret: str, message: str) -> None:
+        """The ``api_key.auth_failed`` event for a key refused outside the header path (the
+        dashboard's login form), exactly as :meth:`tenant` records one."""
+        await self._auth_failed(request, secret, message)
+
     async def _auth_failed(self, request: Request, secret: str, message: str) -> None:
         """api_key.auth_failed, in the key's tenant stream when the key is ours (revoked,
         expired, suspended tenant), else in the system stream. Capped by length, since
@@ -179,7 +190,11 @@ class Authenticator:
             return
 
     async def resolve(self, secret: str) -> Principal:
-        digest = secret_digest(secret)
+        return await self.resolve_digest(secret_digest(secret))
+
+    async def resolve_digest(self, digest: str) -> Principal:
+        """:meth:`resolve` for a key known only by its digest (a dashboard session keeps the
+        digest, never the secret, and re-checks the key on every request)."""
         now = time.monotonic()
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:

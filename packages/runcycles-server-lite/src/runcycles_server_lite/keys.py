@@ -27,6 +27,8 @@ Layout (``P`` is the configurable prefix, ``rc`` by default; ``T`` the tenant id
   P:tenants                          ZSET  tenant id by created_at ms (admin listing, sweeper)
   P:lease:<job>                      STRING lease owner token (PX)
   P:admin:idem:<endpoint>:<key>      HASH  idempotency for admin calls with no tenant slot
+  P:dashboard:session:<sha256(sid)>  HASH  dashboard browser session (see dashboard/session.py)
+  P:dashboard:secret                 STRING cookie signing key when no admin key is configured
 """
 
 from __future__ import annotations
@@ -167,3 +169,9 @@ class Keys:
 
     def admin_idempotency(self, endpoint: str, key: str) -> str:
         return f"{self.prefix}:admin:idem:{endpoint}:{key}"
+
+    def dashboard_session(self, sid_digest: str) -> str:
+        return f"{self.prefix}:dashboard:session:{sid_digest}"
+
+    def dashboard_secret(self) -> str:
+        return f"{self.prefix}:dashboard:secret"
