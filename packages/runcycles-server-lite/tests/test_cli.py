@@ -3,6 +3,7 @@ subcommands talking to it over HTTP."""
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import socket
@@ -354,3 +355,24 @@ def test_a_port_held_by_another_process_is_named(tmp_path: Path) -> None:
     assert r.returncode == 3, r.stderr
     assert f"another process is listening on 127.0.0.1:{port}" in r.stderr
     assert "serving" not in r.stdout
+
+
+def test_embedded_store_keeps_a_webhook_sealing_key(served: Served) -> None:
+    """First start writes the key that seals webhook secrets, owner-only, beside the admin key."""
+    path = served.data_dir / "webhook-secret-key"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert len(base64.b64decode(path.read_text().strip())) == 32
+
+
+def test_a_bad_webhook_key_is_refused_before_the_banner(tmp_path: Path) -> None:
+    env = {**clean_env(), "WEBHOOK_SECRET_ENCRYPTION_KEY": "dG9vIHNob3J0"}
+    r = run(
+        serve_args(free_port(), tmp_path / "d"),
+        capture_output=True,
+        text=True,
+        timeout=start_timeout(),
+        env=env,
+    )
+    assert r.returncode == 2, r.stderr
+    assert "must decode to 32 bytes" in r.stderr
+    assert "serving" not in r.stdout and "Traceback" not in r.stderr

@@ -27,6 +27,7 @@ from .services import Services, services
 from .store import Store
 from .webhooks import api as webhooks_api
 from .webhooks.dispatcher import Dispatcher
+from .webhooks.sealing import SecretBox
 
 log = logging.getLogger("runcycles_server_lite")
 
@@ -74,6 +75,8 @@ def create_app(settings: Settings, *, admin_only: bool = False) -> Starlette:
     if not settings.redis_url:
         raise ValueError("settings.redis_url is required (start the embedded store first)")
     store = Store.from_url(settings.redis_url, prefix=settings.key_prefix)
+    if settings.webhook_secret_key:
+        store.secret_box = SecretBox.from_text(settings.webhook_secret_key)
     svc = Services(
         settings=settings,
         store=store,

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("runcycles_server_lite.cli")
 
 ADMIN_KEY_FILE = "admin-api-key"
+WEBHOOK_KEY_FILE = "webhook-secret-key"
 DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 # How long an admin command waits for the server to answer: a cold start on a loaded machine
 # takes seconds, and a script's next line often runs while the server is still starting.
@@ -243,12 +244,32 @@ def ensure_admin_key(settings: Settings) -> tuple[str, bool]:
     return key, True
 
 
+def ensure_webhook_key(settings: Settings) -> str:
+    """The embedded-mode key sealing webhook secrets: WEBHOOK_SECRET_ENCRYPTION_KEY if set,
+    else one generated on first start and kept (0600) in the data dir beside the admin key."""
+    if settings.webhook_secret_key:
+        return settings.webhook_secret_key
+    from .webhooks.sealing import new_key
+
+    path = settings.data_dir / WEBHOOK_KEY_FILE
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = new_key()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(key + "\n")
+    return key
+
+
 def _export(settings: Settings) -> None:
     # Worker processes rebuild Settings from the environment (see app_factory).
     os.environ["REDIS_URL"] = settings.redis_url or ""
     os.environ["RUNCYCLES_KEY_PREFIX"] = settings.key_prefix
     if settings.admin_api_key:
         os.environ["ADMIN_API_KEY"] = settings.admin_api_key
+    if settings.webhook_secret_key:
+        os.environ["WEBHOOK_SECRET_ENCRYPTION_KEY"] = settings.webhook_secret_key
     os.environ["RUNCYCLES_DATA_DIR"] = str(settings.data_dir)
     os.environ["RUNCYCLES_LOG_LEVEL"] = settings.log_level
     if settings.log_format:
@@ -280,6 +301,14 @@ def serve(settings: Settings) -> int:
     if busy is not None:  # before the store starts and the banner claims the address
         print(busy, file=sys.stderr)
         return 3
+    if settings.webhook_secret_key:
+        from .webhooks.sealing import SecretBox
+
+        try:
+            SecretBox.from_text(settings.webhook_secret_key)
+        except ValueError as exc:  # before anything starts: the app would refuse the key
+            print(f"runcycles-server-lite: {exc}", file=sys.stderr)
+            return 2
     from .embedded import EmbeddedRedis
 
     embedded: EmbeddedRedis | None = None
@@ -290,6 +319,7 @@ def serve(settings: Settings) -> int:
         settings.redis_url = embedded.url
         key, created = ensure_admin_key(settings)
         settings.admin_api_key = key
+        settings.webhook_secret_key = ensure_webhook_key(settings)
         if created:
             where = settings.data_dir / ADMIN_KEY_FILE
             print(f"Generated admin API key (shown once; kept in {where}):")
@@ -301,6 +331,11 @@ def serve(settings: Settings) -> int:
         check_store(settings.redis_url, allow_volatile=settings.allow_volatile_store)
         if not settings.admin_api_key:
             log.warning("ADMIN_API_KEY is not set: the admin plane will refuse every request")
+        if not settings.webhook_secret_key:
+            log.warning(
+                "WEBHOOK_SECRET_ENCRYPTION_KEY is not set: webhook signing secrets are stored "
+                "unencrypted in Redis"
+            )
     _export(settings)
     metrics_dir = _metrics_dir(settings.workers)
     base = f"http://{settings.host}:{settings.port}"

@@ -29,6 +29,9 @@ class Settings:
     redis_url: str | None = None
     key_prefix: str = "rc"
     admin_api_key: str | None = None
+    # Seals webhook signing secrets at rest (base64 of 32 bytes; webhooks/sealing.py). The
+    # embedded store keeps one in its data dir when this is unset.
+    webhook_secret_key: str | None = None
     workers: int = 1
     log_level: str = "info"
     # "json" or "text"; None = text on a terminal, JSON otherwise.
@@ -69,6 +72,8 @@ class Settings:
         """Settings from ``RUNCYCLES_*`` / ``REDIS_URL`` / ``ADMIN_API_KEY`` variables."""
         s = cls()
         env = os.environ
+        if env.get("WEBHOOK_SECRET_ENCRYPTION_KEY"):
+            s.webhook_secret_key = env["WEBHOOK_SECRET_ENCRYPTION_KEY"]
         if "RUNCYCLES_HOST" in env:
             s.host = env["RUNCYCLES_HOST"]
         if "RUNCYCLES_PORT" in env:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -18,6 +18,9 @@ from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 
 from .keys import Keys
+
+if TYPE_CHECKING:
+    from .webhooks.sealing import SecretBox
 
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
@@ -61,6 +64,8 @@ class Store:
         self.redis: Any = client
         self.keys = keys
         self._scripts: dict[str, AsyncScript] = {}
+        # Seals webhook signing secrets at rest (webhooks/sealing.py); None: stored as given.
+        self.secret_box: SecretBox | None = None
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "rc") -> Store:

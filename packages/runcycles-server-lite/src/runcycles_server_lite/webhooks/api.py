@@ -213,7 +213,7 @@ async def _test(svc: Services, record: dict[str, str]) -> Response:
     event = orjson.loads(raw)
     config = await security.load(store)
     async with httpx.AsyncClient(timeout=svc.settings.webhook_timeout_s) as client:
-        attempt = await dl.send(client, record, raw, event, config)
+        attempt = await dl.send(client, record, raw, event, config, store.secret_box)
     out: dict[str, Any] = {
         "success": attempt.ok,
         "response_time_ms": attempt.elapsed_ms,

@@ -25,8 +25,9 @@ import httpx
 from runcycles_server_lite import events
 from runcycles_server_lite.store import Store
 
-from . import security
+from . import sealing, security
 from .models import SecurityConfig
+from .sealing import SecretBox
 
 
 def _version() -> str:
@@ -129,7 +130,12 @@ def signature(secret: str, body: bytes) -> str:
 
 
 def request_headers(
-    sub: Mapping[str, str], body: bytes, event: Mapping[str, Any], flags: str = "01"
+    sub: Mapping[str, str],
+    body: bytes,
+    event: Mapping[str, Any],
+    flags: str = "01",
+    *,
+    secret: str | None = None,
 ) -> dict[str, str]:
     import orjson
 
@@ -146,7 +152,7 @@ def request_headers(
         "User-Agent": USER_AGENT,
         "X-Cycles-Event-Id": str(event["event_id"]),
         "X-Cycles-Event-Type": str(event["event_type"]),
-        "X-Cycles-Signature": signature(sub.get("secret", ""), body),
+        "X-Cycles-Signature": signature(sub.get("secret", "") if secret is None else secret, body),
         "X-Cycles-Trace-Id": trace_id,
         # A fresh span of the event's trace, keeping its sampling decision.
         "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-{flags}",
@@ -160,16 +166,23 @@ async def send(
     body: bytes,
     event: Mapping[str, Any],
     config: SecurityConfig,
+    box: SecretBox | None = None,
 ) -> Attempt:
     """POST ``body`` to the subscription's URL once (no redirects followed), after checking
-    the URL's current DNS answer against the SSRF guard."""
+    the URL's current DNS answer against the SSRF guard; signed with the subscription's
+    secret, opened with ``box`` when it is sealed."""
     blocked = await security.check_url(sub.get("url", ""), config)
     if blocked is not None:
         return Attempt(False, None, 0, blocked)
+    try:
+        secret = sealing.open_secret(box, sub.get("secret", ""), sub.get("subscription_id", ""))
+    except sealing.SecretUnavailable as exc:
+        # Never sent unsigned: the receiver would reject it, or worse, accept it.
+        return Attempt(False, None, 0, str(exc))
     start = time.monotonic()
     try:
         resp = await client.post(
-            sub["url"], content=body, headers=request_headers(sub, body, event)
+            sub["url"], content=body, headers=request_headers(sub, body, event, secret=secret)
         )
     except httpx.HTTPError as exc:
         elapsed = int((time.monotonic() - start) * 1000)

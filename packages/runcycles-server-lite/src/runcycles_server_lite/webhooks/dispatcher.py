@@ -237,7 +237,7 @@ class Dispatcher:
             await self._finish(owner, did, rec, "FAILED", now, error="event no longer retained")
             return
         event = orjson.loads(body)
-        attempt = await dl.send(self.client(), sub, body, event, config)
+        attempt = await dl.send(self.client(), sub, body, event, config, store.secret_box)
         attempts = int(rec.get("attempts") or 0) + 1
         now = await store.time_ms()
         result: dict[str, str] = {"attempts": str(attempts), "attempted_at": str(now)}

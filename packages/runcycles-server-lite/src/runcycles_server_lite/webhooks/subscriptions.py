@@ -8,8 +8,8 @@ Layout (see ``keys.py``; ``T`` is the owning tenant, ``__system__`` for system-w
   P:webhook:owner:<id>         STRING owning tenant (calls that name only the id)
   P:webhooks:tenants           SET   tenants owning at least one subscription (dispatcher)
 
-The signing secret is stored in the record (the dispatcher needs it to sign) and is never
-rendered after the create response.
+The signing secret is stored in the record (the dispatcher needs it to sign), sealed when a
+key is configured (``sealing.py``), and is never rendered after the create response.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from runcycles_server_lite.errors import ProtocolError, invalid
 from runcycles_server_lite.provisioning import check_tenant_id
 from runcycles_server_lite.store import Store
 
-from . import security
+from . import sealing, security
 from .models import RetryPolicy, WebhookCreate, WebhookUpdate
 
 SYSTEM = events.SYSTEM_TENANT
@@ -277,7 +277,7 @@ async def create(
         "url": req.url,
         "event_types": _dump(req.event_types),
         "event_categories": _dump(req.event_categories or []),
-        "secret": secret,
+        "secret": sealing.seal(store.secret_box, secret, sid),
         "status": "ACTIVE",
         "disable_after_failures": str(req.disable_after_failures),
         "consecutive_failures": "0",
@@ -342,8 +342,15 @@ async def update(
         if name == "status":
             continue
         if name == "signing_secret":
-            encoded, field = str(value), "secret"
-        elif name in _LIST_FIELDS or name in _JSON_FIELDS:
+            field = "secret"
+            try:
+                same = sealing.open_secret(store.secret_box, record.get(field, ""), sid) == value
+            except sealing.SecretUnavailable:
+                same = False  # replacing a secret this server cannot open is allowed
+            if not same:
+                changes[field] = sealing.seal(store.secret_box, str(value), sid)
+            continue
+        if name in _LIST_FIELDS or name in _JSON_FIELDS:
             encoded, field = (
                 _dump(value if value is not None else ([] if name in _LIST_FIELDS else {})),
                 name,
