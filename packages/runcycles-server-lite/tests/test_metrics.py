@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from runtime_support import TenantFactory, mk
 
-from runcycles_server_lite.testing import ServerHandle
+from runcycles_server_lite.testing import ServerHandle, running_server
 
 __all__ = ["mk"]
 
@@ -97,3 +98,18 @@ def test_scope_gauges_follow_the_store(server: ServerHandle, mk: TenantFactory) 
     again, _ = scrape(server)
     assert delta(before, again, "cycles_scopes_over_limit", **unit) == 0
     assert delta(before, again, "cycles_scopes_in_debt", **unit) == 0
+
+
+def test_a_metrics_token_guards_the_scrape(tmp_path: Path) -> None:
+    with running_server(tmp_path, metrics_token="scrape-me") as srv:
+        url = f"{srv.base_url}/metrics"
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "scrape-me"}):
+            r = httpx.get(url, headers=headers, timeout=10)
+            assert r.status_code == 401, r.text
+            assert r.json()["error"] == "UNAUTHORIZED"
+            assert r.headers["www-authenticate"].startswith("Bearer")
+            assert "cycles_" not in r.text
+        r = httpx.get(url, headers={"Authorization": "Bearer scrape-me"}, timeout=10)
+        assert r.status_code == 200 and "cycles_http_requests_total" in r.text
+        # Health stays open for probes.
+        assert httpx.get(f"{srv.base_url}/actuator/health", timeout=10).status_code == 200

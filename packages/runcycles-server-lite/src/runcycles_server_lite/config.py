@@ -32,6 +32,9 @@ class Settings:
     # Seals webhook signing secrets at rest (base64 of 32 bytes; webhooks/sealing.py). The
     # embedded store keeps one in its data dir when this is unset.
     webhook_secret_key: str | None = None
+    # When set, GET /metrics needs "Authorization: Bearer <token>" (Prometheus'
+    # authorization.credentials); unset, it is open like the health endpoints.
+    metrics_token: str | None = None
     workers: int = 1
     log_level: str = "info"
     # "json" or "text"; None = text on a terminal, JSON otherwise.
@@ -72,6 +75,8 @@ class Settings:
         """Settings from ``RUNCYCLES_*`` / ``REDIS_URL`` / ``ADMIN_API_KEY`` variables."""
         s = cls()
         env = os.environ
+        if env.get("RUNCYCLES_METRICS_TOKEN"):
+            s.metrics_token = env["RUNCYCLES_METRICS_TOKEN"]
         if env.get("WEBHOOK_SECRET_ENCRYPTION_KEY"):
             s.webhook_secret_key = env["WEBHOOK_SECRET_ENCRYPTION_KEY"]
         if "RUNCYCLES_HOST" in env:

@@ -13,6 +13,7 @@ id ever becomes a label.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import time
@@ -33,6 +34,8 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import ProtocolError
 
 log = logging.getLogger("runcycles_server_lite")
 
@@ -199,6 +202,15 @@ async def metrics_endpoint(request: Request) -> Response:
     from .services import services
 
     svc = services(request)
+    token = svc.settings.metrics_token
+    if token:
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise ProtocolError(
+                "UNAUTHORIZED",
+                "/metrics needs Authorization: Bearer <RUNCYCLES_METRICS_TOKEN>",
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
