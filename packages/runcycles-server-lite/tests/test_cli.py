@@ -262,9 +262,12 @@ def test_admin_subcommands(served: Served) -> None:
 
     r = cli("key", "create", "cli-acme", "--name", "agents", *common)
     assert r.returncode == 0, r.stderr
-    secret = r.stdout.strip()
-    assert secret.startswith("cyc_live_")
+    agent = r.stdout.strip()
+    assert agent.startswith("cyc_live_")
     assert "shown only once" in r.stderr
+    r = cli("key", "create", "cli-acme", "--name", "ops", "--profile", "operator", *common)
+    assert r.returncode == 0, r.stderr
+    secret = r.stdout.strip()
     r = cli("key", "create", "cli-acme", "--permission", "balances:read", *common)
     narrow = r.stdout.strip()
 
@@ -279,8 +282,30 @@ def test_admin_subcommands(served: Served) -> None:
     r = cli("budget", "set", "tenant:cli-acme", "7", "--unit", "TOKENS", *common)
     assert r.returncode == 0, r.stderr
 
-    # The minted key works against the main port with the spec's default permissions.
+    # The operator key has the spec's default permissions; the default (agent) key only the
+    # runtime plane: it reads balances and reserves, but cannot read or write budgets.
     with httpx.Client(base_url=served.url) as http:
+        as_agent = {"X-Cycles-API-Key": agent}
+        assert http.get("/v1/admin/budgets", headers=as_agent).status_code == 403
+        assert http.get("/v1/balances", headers=as_agent, params={"tenant": "cli-acme"}).is_success
+        fund = http.post(
+            "/v1/admin/budgets/fund",
+            headers=as_agent,
+            params={"tenant_id": "cli-acme", "scope": "tenant:cli-acme", "unit": "USD_MICROCENTS"},
+            json={"operation": "CREDIT", "amount": {"unit": "USD_MICROCENTS", "amount": 1}},
+        )
+        assert fund.status_code == 403, fund.text
+        reserve = http.post(
+            "/v1/reservations",
+            headers=as_agent,
+            json={
+                "idempotency_key": "cli-agent-1",
+                "subject": {"tenant": "cli-acme"},
+                "action": {"kind": "llm.completion", "name": "m"},
+                "estimate": {"unit": "USD_MICROCENTS", "amount": 10},
+            },
+        )
+        assert reserve.status_code == 200, reserve.text
         r2 = http.get("/v1/admin/budgets", headers={"X-Cycles-API-Key": secret})
         assert r2.status_code == 200
         assert len(r2.json()["ledgers"]) == 3

@@ -107,9 +107,10 @@ def tenant_create(http: httpx.Client, ns: argparse.Namespace, out: Console) -> N
 
 
 def key_create(http: httpx.Client, ns: argparse.Namespace, out: Console) -> None:
+    from .auth import KEY_PROFILES
+
     body: dict[str, Any] = {"tenant_id": ns.tenant_id, "name": ns.name}
-    if ns.permission:
-        body["permissions"] = ns.permission
+    body["permissions"] = ns.permission or list(KEY_PROFILES[ns.profile])
     key = _check(http.post("/v1/admin/api-keys", json=body), 201)
     # The secret alone on stdout (so `KEY=$(runcycles-server-lite key create t)` works);
     # the rest on stderr.

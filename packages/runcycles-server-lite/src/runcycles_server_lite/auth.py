@@ -48,6 +48,24 @@ DEFAULT_PERMISSIONS: tuple[str, ...] = (
     POLICIES_WRITE,
 )
 
+# Least privilege for an agent: the runtime plane only (reserve, settle, extend, list its
+# reservations, read balances), so a leaked agent key cannot raise a budget or loosen a
+# policy. What the admin CLI's ``key create`` mints unless told otherwise.
+AGENT_PERMISSIONS: tuple[str, ...] = (
+    RESERVATIONS_CREATE,
+    RESERVATIONS_COMMIT,
+    RESERVATIONS_RELEASE,
+    RESERVATIONS_EXTEND,
+    RESERVATIONS_LIST,
+    BALANCES_READ,
+)
+
+# Named permission sets for key creation: ``agent`` above, ``operator`` the spec's default.
+KEY_PROFILES: dict[str, tuple[str, ...]] = {
+    "agent": AGENT_PERMISSIONS,
+    "operator": DEFAULT_PERMISSIONS,
+}
+
 _CACHE_MAX = 10_000
 _AUTH_FAILED_KEEP = 100_000
 

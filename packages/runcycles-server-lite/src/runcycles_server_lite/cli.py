@@ -165,10 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("tenant_id")
     p.add_argument("--name", default="cli", help="key name (default: cli)")
     p.add_argument(
+        "--profile",
+        choices=["agent", "operator"],
+        default="agent",
+        help="agent (default): runtime permissions only, for an agent's key; operator: the "
+        "spec's tenant set, which also writes budgets and policies",
+    )
+    p.add_argument(
         "--permission",
         action="append",
         default=None,
-        help="grant this permission (repeatable; default: the spec's tenant set)",
+        help="grant exactly these permissions instead of a profile (repeatable)",
     )
     _client_parser(p)
 
