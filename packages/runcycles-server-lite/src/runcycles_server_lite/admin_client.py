@@ -20,8 +20,7 @@ from rich.table import Table
 
 from runcycles_core.amounts import MONEY_UNIT, format_amount, parse_amount
 
-from .cli import ADMIN_KEY_FILE, DEFAULT_URL
-from .config import Settings
+from .config import ADMIN_KEY_FILE, DEFAULT_URL, Settings
 
 
 class CommandError(Exception):

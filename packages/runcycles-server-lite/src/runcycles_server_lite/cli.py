@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING
 
 from . import logs
 from ._serving import uvicorn_options
-from .config import DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, Settings, default_data_dir
+from .config import (
+    ADMIN_KEY_FILE,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_PORT,
+    DEFAULT_URL,
+    WEBHOOK_KEY_FILE,
+    Settings,
+    default_data_dir,
+)
 from .keys import UNITS
 
 if TYPE_CHECKING:
@@ -29,9 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("runcycles_server_lite.cli")
 
-ADMIN_KEY_FILE = "admin-api-key"
-WEBHOOK_KEY_FILE = "webhook-secret-key"
-DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 # How long an admin command waits for the server to answer: a cold start on a loaded machine
 # takes seconds, and a script's next line often runs while the server is still starting.
 DEFAULT_WAIT_S = 60.0

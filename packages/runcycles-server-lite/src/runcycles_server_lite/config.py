@@ -9,6 +9,10 @@ from pathlib import Path
 import platformdirs
 
 DEFAULT_PORT = 7878
+DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
+# Files the embedded mode keeps (0600) in its data dir, read by the server and the admin CLI.
+ADMIN_KEY_FILE = "admin-api-key"
+WEBHOOK_KEY_FILE = "webhook-secret-key"
 # Largest request body accepted, in bytes (larger ones get a 413 while still streaming in).
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 
