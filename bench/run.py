@@ -53,6 +53,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true", help="py-spy the reserve hot path")
     p.add_argument("--quick", action="store_true", help="1 s cells, fewer calls (smoke run)")
     p.add_argument("--markdown", type=Path, default=None, help="also write the tables here")
+    p.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="only the Redis memory part (one 1-worker server, no load, no timings)",
+    )
     ns = p.parse_args(argv)
     # --quick changes the defaults only; explicit values win.
     defaults = (1.0, 0.2, 60, 300) if ns.quick else (3.0, 0.5, 300, 2000)
@@ -107,6 +112,19 @@ def server_tables(
                     console.print("[dim]profiling reserve at 50 clients...[/dim]")
                     extra["profile"] = _profile(lite, spec, ns.client)
     return _throughput_tables(rows, extra), rows, extra
+
+
+def memory_tables(
+    ns: argparse.Namespace, console: Console
+) -> tuple[list[Tab], list[sl.Row], dict[str, Any]]:
+    """``--memory-only``: the memory part on its own 1-worker server."""
+    extra: dict[str, Any] = {"ledger": []}
+    with server_lite(1) as lite:
+        console.print("[dim]memory...[/dim]")
+        reports = memory.measure(lite, ns.memory_n)
+        extra["ledger"].append((1, _run(_all_ledgers(lite.redis_url))))
+        rss = lite.rss()
+    return [memory_table(reports, rss)], [], extra
 
 
 async def _all_ledgers(redis_url: str) -> wl.LedgerCheck:
@@ -385,11 +403,14 @@ def main(argv: list[str] | None = None) -> int:
     for line in env:
         console.print(line, highlight=False)
     console.print()
-    tables, rows, extra = server_tables(ns, console)
-    tables.append(client_table(extra["client"][0]))
-    tables.append(memory_table(extra["memory"], extra["rss_idle"]))
-    tables.append(targets_table(rows, extra["client"][0]))
-    tables += extra.get("profile", [])
+    if ns.memory_only:
+        tables, rows, extra = memory_tables(ns, console)
+    else:
+        tables, rows, extra = server_tables(ns, console)
+        tables.append(client_table(extra["client"][0]))
+        tables.append(memory_table(extra["memory"], extra["rss_idle"]))
+        tables.append(targets_table(rows, extra["client"][0]))
+        tables += extra.get("profile", [])
     console.print()
     for t in tables:
         t.print(console)
