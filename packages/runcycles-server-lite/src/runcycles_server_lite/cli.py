@@ -18,7 +18,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from . import logs
-from .config import DEFAULT_PORT, Settings, default_data_dir
+from .config import DEFAULT_PORT, Settings, days_ms, default_data_dir
 from .keys import UNITS
 
 if TYPE_CHECKING:
@@ -52,6 +52,20 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
         default=None,
         choices=["json", "text"],
         help="log lines as JSON (default off a terminal) or text",
+    )
+    p.add_argument(
+        "--finalized-retention-days",
+        type=float,
+        default=None,
+        help="keep finalized reservations readable this long (default 30; "
+        "RUNCYCLES_FINALIZED_RETENTION_DAYS)",
+    )
+    p.add_argument(
+        "--idempotency-retention-days",
+        type=float,
+        default=None,
+        help="keep idempotency records this long after finalization, at most the finalized "
+        "retention (default 30; RUNCYCLES_IDEMPOTENCY_RETENTION_DAYS)",
     )
     p.add_argument(
         "--proxy-headers",
@@ -157,6 +171,10 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         s.log_format = ns.log_format
     if getattr(ns, "proxy_headers", None):
         s.proxy_headers = True
+    if getattr(ns, "finalized_retention_days", None) is not None:
+        s.finalized_retention_ms = days_ms(ns.finalized_retention_days)
+    if getattr(ns, "idempotency_retention_days", None) is not None:
+        s.idempotency_retention_ms = days_ms(ns.idempotency_retention_days)
     return s
 
 
@@ -186,6 +204,11 @@ def _export(settings: Settings) -> None:
     os.environ["RUNCYCLES_LOG_LEVEL"] = settings.log_level
     if settings.log_format:
         os.environ["RUNCYCLES_LOG_FORMAT"] = settings.log_format
+    day = 86_400_000
+    os.environ["RUNCYCLES_FINALIZED_RETENTION_DAYS"] = repr(settings.finalized_retention_ms / day)
+    os.environ["RUNCYCLES_IDEMPOTENCY_RETENTION_DAYS"] = repr(
+        settings.idempotency_retention_ms / day
+    )
 
 
 def _log_format(settings: Settings) -> logs.LogFormat | None:

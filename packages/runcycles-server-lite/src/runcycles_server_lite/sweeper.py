@@ -125,6 +125,7 @@ class Sweeper:
                 + [keys.events(tenant)],
                 [
                     str(self.settings.finalized_retention_ms),
+                    str(self.settings.idempotency_ms),
                     *ids,
                     events.context(tenant, source=events.SOURCE_SWEEPER, actor=events.SYSTEM_ACTOR),
                 ],

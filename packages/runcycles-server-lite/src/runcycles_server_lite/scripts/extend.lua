@@ -1,11 +1,19 @@
 -- Extend an ACTIVE reservation's expiry (from its current expires_at; no grace for extend).
 --
 -- KEYS: 1 tenant, 2 reservation, 3 res:exp, 4 idempotency record (per reservation and key)
--- ARGV: 1 caller tenant, 2 extend_by_ms, 3 payload hash, 4 metadata json or "", 5 retention ms
+-- ARGV: 1 caller tenant, 2 extend_by_ms, 3 payload hash, 4 metadata json or "",
+--       5 idempotency ms (the record stays that long past the new expiry)
 
 local f = redis.call("HMGET", KEYS[2], "status", "tenant", "expires_at", "grace_ms",
   "extension_count", "max_extensions", "unit", "budget_keys", "budget_scopes", "reservation_id")
 local status = f[1]
+if not status then
+  local fin = load_fin(fin_key_of(KEYS[2]))
+  if fin then
+    status = fin.status
+    f[2] = ARGV[1]
+  end
+end
 local e = owned(status, f[2], ARGV[1])
 if e then return e end
 
