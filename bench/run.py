@@ -292,9 +292,12 @@ def memory_table(reports: list[memory.MemoryReport], rss_idle: dict[str, int]) -
             "bytes/finalized (INFO Δ)",
         ],
         notes=[
-            "keys: exact MEMORY USAGE of every reservation hash, reserve idempotency record and "
-            "the tenant's two reservation indexes, / N; INFO Δ: used_memory growth / N "
-            "(allocator overhead included)"
+            "keys: exact MEMORY USAGE of every reservation record (ACTIVE hash, finalized "
+            "string), reserve and commit idempotency record and the tenant's two reservation "
+            "indexes, / N; INFO Δ: used_memory growth / N (allocator overhead included)",
+            f"goal: <= {memory.GOAL_BYTES_PER_FINALIZED:,} bytes per finalized reservation at "
+            f"default settings; the layout before compact finalized records took "
+            f"{memory.OLD_LAYOUT_BYTES_PER_FINALIZED:,} (INFO Δ, default config)",
         ],
     )
     for m in reports:
@@ -310,7 +313,9 @@ def memory_table(reports: list[memory.MemoryReport], rss_idle: dict[str, int]) -
     day = 24 * 3600 * 1000
     tab.notes.append(
         f"finalized reservations are kept finalized_retention_ms = {m.retention_setting_ms} "
-        f"({m.retention_setting_ms / day:.0f} days); measured PTTL of a committed reservation "
+        f"({m.retention_setting_ms / day:g} days), idempotency records "
+        f"{m.idempotency_setting_ms / day:g} days past finalization; measured PTTL of a "
+        "committed reservation "
         f"{m.reservation_pttl_ms / day:.2f} days, of its reserve idempotency record "
         f"{m.idempotency_pttl_ms / day:.2f} days"
     )
