@@ -30,7 +30,7 @@ if e then return e end
 -- The key is unique per (tenant, commit): reused on another reservation it is a mismatch
 -- (the payload hash binds the reservation id).
 if fin then
-  local replay = settle_replay2(redis.call("EXISTS", KEYS[4]) == 1, ARGV[5], status,
+  local replay = settle_replay(redis.call("EXISTS", KEYS[4]) == 1, ARGV[5], status,
     "COMMITTED", fin.settle_key, esc(ARGV[4]), fin.settle_hash, function()
       return settle_reply("COMMITTED", fin.unit, fin.estimate, fin.charged,
         bal_render(fin.settle_bal, csv(fin.budget_scopes), fin.unit))
@@ -109,7 +109,7 @@ budget_events(budgets, bscopes, unit, {reservation_id = rid, policy = f[7], corr
 
 local body = settle_reply("COMMITTED", unit, estimate, charged, balances_json(budgets, bscopes, unit))
 finalize(KEYS[2], {status = "COMMITTED", finalized_at = istr(now), charged = charged,
-  committed_metadata_json = ARGV[7], settle_key = esc(ARGV[4]), settle_hash = ARGV[5],
+  committed_metadata_json = ARGV[7], settle_key = esc(ARGV[4]), settle_hash = short_hash(ARGV[5]),
   settle_bal = bal_compact(budgets, bscopes, split_lines(f[6]))}, tonumber(ARGV[8]),
   tonumber(ARGV[9]))
 redis.call("SET", KEYS[4], "1", "PX", tonumber(ARGV[9]))

@@ -27,7 +27,7 @@ estimate = dnorm(estimate)
 local idem = redis.call("GET", KEYS[2])
 if idem then
   local kind, hash, rest = string.match(idem, "^(%a)\n([^\n]*)\n(.*)$")
-  if hash ~= ARGV[5] then
+  if hash ~= short_hash(ARGV[5]) then
     return err("IDEMPOTENCY_MISMATCH", "idempotency_key was already used with a different request")
   end
   if kind == "D" then return ok(200, rest) end
@@ -57,7 +57,7 @@ local function dry_reply(decision, reason, balances, caps)
   if caps then body = body .. ',"caps":' .. caps end
   if reason then body = body .. ',"reason_code":"' .. reason .. '"' end
   body = body .. '}'
-  redis.call("SET", KEYS[2], "D\n" .. ARGV[5] .. "\n" .. body, "PX", tonumber(ARGV[15]))
+  redis.call("SET", KEYS[2], "D\n" .. short_hash(ARGV[5]) .. "\n" .. body, "PX", tonumber(ARGV[15]))
   return ok(200, body)
 end
 
@@ -147,5 +147,5 @@ redis.call("ZADD", KEYS[5], expires_at + grace, rid)
 
 -- Kept while the reservation can be live, then idempotency ms past finalization (finalize
 -- in lib.lua sets that).
-redis.call("SET", KEYS[2], "L\n" .. ARGV[5] .. "\n" .. rid, "PX", tonumber(ARGV[14]) + ttl + grace)
+redis.call("SET", KEYS[2], "L\n" .. short_hash(ARGV[5]) .. "\n" .. rid, "PX", tonumber(ARGV[14]) + ttl + grace)
 return ok(200, reserve_reply(rid, unit, estimate, rexp, ttl, scope_path, bscopes, rbal, caps))
