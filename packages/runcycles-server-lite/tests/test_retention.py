@@ -13,6 +13,7 @@ from runtime_support import Tenant, key, make_tenant
 
 from runcycles_server_lite import cli
 from runcycles_server_lite.config import Settings
+from runcycles_server_lite.sweeper import Sweeper
 from runcycles_server_lite.testing import ServerHandle, running_server
 
 DAY = 86_400_000
@@ -159,6 +160,7 @@ def test_records_go_when_the_retention_ends(tmp_path_factory: pytest.TempPathFac
             tmp_path_factory.mktemp("short"),
             finalized_retention_ms=800,
             idempotency_retention_ms=60_000,  # capped at the retention
+            sweep_interval_s=3600.0,  # this test sweeps itself
         ) as srv,
         make_tenant(srv, {"": 1000}) as t,
     ):
@@ -167,6 +169,15 @@ def test_records_go_when_the_retention_ends(tmp_path_factory: pytest.TempPathFac
         assert t.commit(rid, 5).status_code == 200
         assert 0 < _pttl(t, lambda k: k.idempotency, "reserve", rk) <= 800
         time.sleep(1.0)
+        # A fresh sweeper trims on its first pass: the index forgets the expired record.
+        index = srv.run_store(lambda s: s.redis.zrange(s.keys.reservation_index(t.name), 0, -1))
+        assert index == [rid]
+        for _ in range(100):
+            if srv.run_store(lambda s: Sweeper(s, srv.settings).sweep()).ran:
+                break
+            time.sleep(0.02)
+        index = srv.run_store(lambda s: s.redis.zrange(s.keys.reservation_index(t.name), 0, -1))
+        assert index == []
         gone = t.http.get(f"/v1/reservations/{rid}")
         assert (gone.status_code, gone.json()["error"]) == (404, "NOT_FOUND")
         assert _pttl(t, lambda k: k.finalized, rid) == -2
