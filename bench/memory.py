@@ -29,6 +29,11 @@ class MemoryReport:
     bytes_per_finalized: float  # the same after committing them all
     keys_per_active: float  # MEMORY USAGE of every key the N reserves created, / N
     keys_per_finalized: float  # the same after committing them all
+    # MEMORY USAGE after committing, / N, by what the bytes belong to.
+    finalized_record: float  # fin:<id>
+    reserve_idempotency: float  # idem:reserve:<key>
+    commit_idempotency: float  # idem:commit:<key>
+    indexes: float  # res:idx and res:exp
     retention_setting_ms: int
     idempotency_setting_ms: int
     reservation_pttl_ms: int  # measured on a committed reservation
@@ -99,6 +104,13 @@ async def _measure(served: Served, n: int, listpack_value: int | None) -> Memory
             finalized = await _used_memory(store)
             per_res += [k.idempotency(tenant, "commit", i) for i in commit_idems]
             keys_finalized = await _keys_bytes(store, per_res + indexes)
+            parts = [
+                await _keys_bytes(store, [k.finalized(tenant, r) for r in rids]) / n,
+                await _keys_bytes(store, [k.idempotency(tenant, "reserve", i) for i in idems]) / n,
+                await _keys_bytes(store, [k.idempotency(tenant, "commit", i) for i in commit_idems])
+                / n,
+                await _keys_bytes(store, indexes) / n,
+            ]
             res_pttl = int(await store.redis.pttl(k.finalized(tenant, rids[0])))
             idem_pttl = int(await store.redis.pttl(k.idempotency(tenant, "reserve", idems[0])))
     finally:
@@ -112,6 +124,10 @@ async def _measure(served: Served, n: int, listpack_value: int | None) -> Memory
         bytes_per_finalized=(finalized - base) / n,
         keys_per_active=keys_active / n,
         keys_per_finalized=keys_finalized / n,
+        finalized_record=parts[0],
+        reserve_idempotency=parts[1],
+        commit_idempotency=parts[2],
+        indexes=parts[3],
         retention_setting_ms=Settings().finalized_retention_ms,
         idempotency_setting_ms=Settings().idempotency_ms,
         reservation_pttl_ms=res_pttl,

@@ -124,7 +124,7 @@ def memory_tables(
         reports = memory.measure(lite, ns.memory_n)
         extra["ledger"].append((1, _run(_all_ledgers(lite.redis_url))))
         rss = lite.rss()
-    return [memory_table(reports, rss)], [], extra
+    return [memory_table(reports, rss), sizing_table(reports[0])], [], extra
 
 
 async def _all_ledgers(redis_url: str) -> wl.LedgerCheck:
@@ -331,6 +331,40 @@ def memory_table(reports: list[memory.MemoryReport], rss_idle: dict[str, int]) -
     return tab
 
 
+SIZING_DAYS = ((30, 30), (30, 1), (7, 1), (1, 1))
+
+
+def sizing_table(m: memory.MemoryReport) -> Tab:
+    """Redis held per finalized reservation, and at steady state, for a few retentions."""
+    tab = Tab(
+        "Sizing (default redis config, measured key sizes scaled by INFO Δ / keys)",
+        [
+            "finalized retention (days)",
+            "idempotency retention (days)",
+            "bytes/reservation, idempotency window",
+            "bytes/reservation, after it",
+            "GiB per million",
+            "GiB at 1M reservations/day",
+        ],
+        notes=[
+            f"keys per finalized reservation: finalized record {num(m.finalized_record)}, "
+            f"reserve idempotency {num(m.reserve_idempotency)}, commit idempotency "
+            f"{num(m.commit_idempotency)}, indexes {num(m.indexes)} bytes (MEMORY USAGE / N)",
+            "GiB per million: a million finalized reservations inside their idempotency window; "
+            "steady state: 1M a day, each kept for the finalized retention, its idempotency "
+            "records for the idempotency retention",
+        ],
+    )
+    # Allocator overhead: what INFO used_memory saw beyond the keys' own MEMORY USAGE.
+    scale = m.bytes_per_finalized / m.keys_per_finalized if m.keys_per_finalized else 1.0
+    full = m.bytes_per_finalized
+    after = (m.finalized_record + m.indexes) * scale
+    for keep, idem in SIZING_DAYS:
+        steady = 1e6 * (full * idem + after * (keep - idem)) / 2**30
+        tab.add(keep, idem, num(full), num(after), f"{full * 1e6 / 2**30:.2f}", f"{steady:.1f}")
+    return tab
+
+
 def targets_table(rows: list[sl.Row], variants: list[client_overhead.Variant]) -> Tab:
     tab = Tab(
         "Targets from issue 5",
@@ -414,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         tables, rows, extra = server_tables(ns, console)
         tables.append(client_table(extra["client"][0]))
         tables.append(memory_table(extra["memory"], extra["rss_idle"]))
+        tables.append(sizing_table(extra["memory"][0]))
         tables.append(targets_table(rows, extra["client"][0]))
         tables += extra.get("profile", [])
     console.print()

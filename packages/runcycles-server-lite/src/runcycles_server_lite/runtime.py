@@ -398,7 +398,6 @@ _FIN = (
     "settle_bal",
     "release_reason",
     "released_by",
-    "budget_scopes",
     "rexp",
     "rbal",
     "caps_json",
@@ -428,7 +427,6 @@ def decode_finalized(blob: str, tenant: str, reservation_id: str) -> dict[str, s
         for part in ("key", "hash"):
             if f"settle_{part}" in rec:
                 rec[f"{settle}_{part}"] = rec.pop(f"settle_{part}")
-    rec["budget_scopes"] = rec.get("budget_scopes", "").replace(",", "\n")
     return rec
 
 

@@ -13,7 +13,7 @@ if not is_amount(actual) then return err("INVALID_REQUEST", "actual.amount must 
 actual = dnorm(actual)
 
 local f = redis.call("HMGET", KEYS[2], "status", "tenant", "estimate", "unit", "budget_keys",
-  "budget_scopes", "overage_policy", "expires_at", "grace_ms", "reservation_id")
+  "budget_scopes", "overage_policy", "expires_at", "grace_ms", "reservation_id", "scope_path")
 local status = f[1]
 local fin = nil
 if not status then
@@ -33,7 +33,7 @@ if fin then
   local replay = settle_replay(redis.call("EXISTS", KEYS[4]) == 1, ARGV[5], status,
     "COMMITTED", fin.settle_key, esc(ARGV[4]), fin.settle_hash, function()
       return settle_reply("COMMITTED", fin.unit, fin.estimate, fin.charged,
-        bal_render(fin.settle_bal, csv(fin.budget_scopes), fin.unit))
+        bal_render(fin.settle_bal, fin.scope_path, fin.unit))
     end)
   if replay then return replay end
 elseif redis.call("EXISTS", KEYS[4]) == 1 then
@@ -110,7 +110,7 @@ budget_events(budgets, bscopes, unit, {reservation_id = rid, policy = f[7], corr
 local body = settle_reply("COMMITTED", unit, estimate, charged, balances_json(budgets, bscopes, unit))
 finalize(KEYS[2], {status = "COMMITTED", finalized_at = istr(now), charged = charged,
   committed_metadata_json = ARGV[7], settle_key = esc(ARGV[4]), settle_hash = short_hash(ARGV[5]),
-  settle_bal = bal_compact(budgets, bscopes, split_lines(f[6]))}, tonumber(ARGV[8]),
+  settle_bal = bal_compact(budgets, bscopes, f[11] or "")}, tonumber(ARGV[8]),
   tonumber(ARGV[9]))
 redis.call("SET", KEYS[4], "1", "PX", tonumber(ARGV[9]))
 redis.call("ZREM", KEYS[3], rid)

@@ -582,11 +582,10 @@ end
 local FIN = {"v", "status", "idempotency_key", "subject_json", "action_json", "metadata_json",
   "unit", "estimate", "scope_path", "created_at", "expires_at", "finalized_at", "charged",
   "committed_metadata_json", "settle_key", "settle_hash", "settle_bal", "release_reason",
-  "released_by", "budget_scopes", "rexp", "rbal", "caps_json"}
+  "released_by", "rexp", "rbal", "caps_json"}
 -- The active hash fields a finalized record is built from.
 local FIN_FROM_ACTIVE = {"idempotency_key", "subject_json", "action_json", "metadata_json",
-  "unit", "estimate", "scope_path", "created_at", "expires_at", "budget_scopes", "rexp",
-  "rbal", "caps_json"}
+  "unit", "estimate", "scope_path", "created_at", "expires_at", "rexp", "rbal", "caps_json"}
 
 -- Payload hashes kept by reservation records are cut to their first 128 bits ("v1:" + 32
 -- hex): plenty to tell two payloads apart, and 32 bytes less per stored copy.
@@ -610,12 +609,6 @@ local function split_fields(s)
   end
 end
 
-local function csv(s)
-  local out = {}
-  for x in string.gmatch(s or "", "[^,]+") do out[#out + 1] = x end
-  return out
-end
-
 -- Key names next to a reservation key (same tenant tag, so the same Cluster slot).
 local function tag_of(res_key) return string.match(res_key, "^(.*):res:[^:]*$") end
 local function fin_key_of(res_key) return tag_of(res_key) .. ":fin:" .. string.match(res_key, ":res:([^:]*)$") end
@@ -631,10 +624,21 @@ local function load_fin(fin_key)
   return r
 end
 
+-- The derived scopes (tenant -> leaf) of a scope path: its cumulative segments.
+local function path_scopes(scope_path)
+  local out, acc = {}, nil
+  for seg in string.gmatch(scope_path, "[^/]+") do
+    acc = acc and (acc .. "/" .. seg) or seg
+    out[#out + 1] = acc
+  end
+  return out
+end
+
 -- Balances as numbers only: "<index in scopes>:remaining:reserved:spent:allocated:debt:
--- overdraft_limit:over(0|1)" per budget, ";"-separated; `scopes` is the reservation's
--- recorded budget scope list, so a balance names its scope by position.
-local function bal_compact(budgets, bscopes, scopes)
+-- overdraft_limit:over(0|1)" per budget, ";"-separated; a balance names its scope by its
+-- position among the derived scopes of the reservation's scope path.
+local function bal_compact(budgets, bscopes, scope_path)
+  local scopes = path_scopes(scope_path)
   local pos = {}
   for i = 1, #scopes do pos[scopes[i]] = i end
   local parts = {}
@@ -648,7 +652,8 @@ local function bal_compact(budgets, bscopes, scopes)
 end
 
 -- The balances JSON array bal_compact() stood for (byte for byte what balances_json gave).
-local function bal_render(compact, scopes, unit)
+local function bal_render(compact, scope_path, unit)
+  local scopes = path_scopes(scope_path)
   local parts = {}
   for entry in string.gmatch(compact or "", "[^;]+") do
     local i, rem, res, spent, alloc, debt, od, over =
@@ -660,24 +665,14 @@ local function bal_render(compact, scopes, unit)
   return "[" .. table.concat(parts, ",") .. "]"
 end
 
--- The derived scopes (tenant -> leaf) of a scope path: its cumulative segments.
-local function path_scopes(scope_path)
-  local out, acc = {}, nil
-  for seg in string.gmatch(scope_path, "[^/]+") do
-    acc = acc and (acc .. "/" .. seg) or seg
-    out[#out + 1] = acc
-  end
-  return out
-end
-
 -- The reserve response (one renderer for the first reply and every replay).
-local function reserve_reply(rid, unit, estimate, rexp, rttl, scope_path, scopes, rbal, caps)
+local function reserve_reply(rid, unit, estimate, rexp, rttl, scope_path, rbal, caps)
   local has_caps = caps and caps ~= ""
   local body = '{"decision":"' .. (has_caps and "ALLOW_WITH_CAPS" or "ALLOW") ..
     '","reservation_id":"' .. rid .. '","reserved":' .. amount_json(unit, estimate) ..
     ',"expires_at_ms":' .. rexp .. ',"remaining_ttl_ms":' .. istr(rttl) ..
     ',"scope_path":' .. jstr(scope_path) .. ',"affected_scopes":' ..
-    json_array(path_scopes(scope_path)) .. ',"balances":' .. bal_render(rbal, scopes, unit)
+    json_array(path_scopes(scope_path)) .. ',"balances":' .. bal_render(rbal, scope_path, unit)
   if has_caps then body = body .. ',"caps":' .. caps end
   return body .. '}'
 end
@@ -704,7 +699,6 @@ local function finalize(res_key, s, retention_ms, idem_ms)
   local r = {v = "1"}
   for i, name in ipairs(FIN_FROM_ACTIVE) do r[name] = f[i] or "" end
   r.idempotency_key = esc(r.idempotency_key)
-  r.budget_scopes = string.gsub(r.budget_scopes, "\n", ",")
   for k, v in pairs(s) do r[k] = v end
   local parts = {}
   for i, name in ipairs(FIN) do parts[i] = r[name] or "" end

@@ -8,7 +8,7 @@
 -- The reservation becomes its finalized record (see finalize in lib.lua).
 
 local f = redis.call("HMGET", KEYS[2], "status", "tenant", "estimate", "unit", "budget_keys",
-  "budget_scopes", "expires_at", "grace_ms", "reservation_id")
+  "budget_scopes", "expires_at", "grace_ms", "reservation_id", "scope_path")
 local status = f[1]
 local fin = nil
 if not status then
@@ -25,7 +25,7 @@ if fin then
   local replay = settle_replay(redis.call("EXISTS", KEYS[5]) == 1, ARGV[3], status,
     "RELEASED", fin.settle_key, esc(ARGV[2]), fin.settle_hash, function()
       return settle_reply("RELEASED", fin.unit, fin.estimate, nil,
-        bal_render(fin.settle_bal, csv(fin.budget_scopes), fin.unit))
+        bal_render(fin.settle_bal, fin.scope_path, fin.unit))
     end)
   if replay then return replay end
 elseif redis.call("EXISTS", KEYS[5]) == 1 then
@@ -59,7 +59,7 @@ budget_events(budgets, bscopes, unit, {reservation_id = f[9], correlation = f[9]
 
 local body = settle_reply("RELEASED", unit, estimate, nil, balances_json(budgets, bscopes, unit))
 finalize(KEYS[2], {status = "RELEASED", finalized_at = istr(now), settle_key = esc(ARGV[2]),
-  settle_hash = short_hash(ARGV[3]), settle_bal = bal_compact(budgets, bscopes, split_lines(f[6])),
+  settle_hash = short_hash(ARGV[3]), settle_bal = bal_compact(budgets, bscopes, f[10] or ""),
   release_reason = esc(ARGV[4]), released_by = ARGV[5]}, tonumber(ARGV[7]), tonumber(ARGV[8]))
 if ARGV[6] ~= "" then redis.call("ZADD", KEYS[4], now, ARGV[6]) end
 redis.call("SET", KEYS[5], "1", "PX", tonumber(ARGV[8]))

@@ -33,16 +33,16 @@ if idem then
   if kind == "D" then return ok(200, rest) end
   local res_key = tag_of(KEYS[3]) .. ":res:" .. rest
   local a = redis.call("HMGET", res_key, "status", "unit", "estimate", "rexp", "scope_path",
-    "budget_scopes", "rbal", "caps_json")
+    "rbal", "caps_json")
   if a[1] then
     local rttl = 0
     if a[1] == "ACTIVE" then rttl = math.max(0, tonumber(a[4]) - now_ms()) end
-    return ok(200, reserve_reply(rest, a[2], a[3], a[4], rttl, a[5], split_lines(a[6]), a[7], a[8]))
+    return ok(200, reserve_reply(rest, a[2], a[3], a[4], rttl, a[5], a[6], a[7]))
   end
   local fin = load_fin(fin_key_of(res_key))
   if fin then
     return ok(200, reserve_reply(rest, fin.unit, fin.estimate, fin.rexp, 0, fin.scope_path,
-      csv(fin.budget_scopes), fin.rbal, fin.caps_json))
+      fin.rbal, fin.caps_json))
   end
   -- The reservation is gone (past its retention): the key is free again.
 end
@@ -132,7 +132,7 @@ budget_events(budgets, bscopes, unit, {reservation_id = rid, correlation = rid})
 local bkeys = {}
 for i = 1, #budgets do bkeys[i] = budgets[i].key end
 local rexp = istr(expires_at)
-local rbal = bal_compact(budgets, bscopes, bscopes)
+local rbal = bal_compact(budgets, bscopes, scope_path)
 redis.call("HSET", KEYS[3],
   "reservation_id", rid, "tenant", ARGV[2], "status", "ACTIVE",
   "subject_json", ARGV[11], "action_json", ARGV[12], "metadata_json", ARGV[13],
@@ -148,4 +148,4 @@ redis.call("ZADD", KEYS[5], expires_at + grace, rid)
 -- Kept while the reservation can be live, then idempotency ms past finalization (finalize
 -- in lib.lua sets that).
 redis.call("SET", KEYS[2], "L\n" .. short_hash(ARGV[5]) .. "\n" .. rid, "PX", tonumber(ARGV[14]) + ttl + grace)
-return ok(200, reserve_reply(rid, unit, estimate, rexp, ttl, scope_path, bscopes, rbal, caps))
+return ok(200, reserve_reply(rid, unit, estimate, rexp, ttl, scope_path, rbal, caps))
