@@ -36,8 +36,10 @@ if fin then
         bal_render(fin.settle_bal, fin.scope_path, fin.unit))
     end)
   if replay then return replay end
-elseif redis.call("EXISTS", KEYS[4]) == 1 then
-  return mismatch()
+else
+  local old = legacy_replay(KEYS[2], status, "COMMITTED", "commit", ARGV[4], ARGV[5])
+  if old then return old end
+  if redis.call("EXISTS", KEYS[4]) == 1 then return mismatch() end
 end
 
 e = active_gate(KEYS[1], status)

@@ -699,6 +699,7 @@ local function finalize(res_key, s, retention_ms, idem_ms)
   local r = {v = "1"}
   for i, name in ipairs(FIN_FROM_ACTIVE) do r[name] = f[i] or "" end
   r.idempotency_key = esc(r.idempotency_key)
+  if r.rexp == "" then r.rexp = r.expires_at end  -- reserved by an older server-lite
   for k, v in pairs(s) do r[k] = v end
   local parts = {}
   for i, name in ipairs(FIN) do parts[i] = r[name] or "" end
@@ -717,5 +718,17 @@ local function settle_replay(marker, req_hash, status, done_status, stored_key, 
     return ok(200, render())
   end
   if marker then return mismatch() end
+  return nil
+end
+
+-- A commit/release replay on a reservation an older server-lite finalized (its hash kept the
+-- key, the payload hash and the whole response); nil if not one.
+local function legacy_replay(res_key, status, done_status, prefix, req_key, req_hash)
+  if status == "ACTIVE" then return nil end
+  local f = redis.call("HMGET", res_key, prefix .. "_key", prefix .. "_hash", prefix .. "_body")
+  if status == done_status and f[1] == req_key then
+    if f[2] ~= req_hash then return mismatch() end
+    return ok(200, f[3])
+  end
   return nil
 end

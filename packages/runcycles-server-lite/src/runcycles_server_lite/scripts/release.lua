@@ -28,8 +28,10 @@ if fin then
         bal_render(fin.settle_bal, fin.scope_path, fin.unit))
     end)
   if replay then return replay end
-elseif redis.call("EXISTS", KEYS[5]) == 1 then
-  return mismatch()
+else
+  local old = legacy_replay(KEYS[2], status, "RELEASED", "release", ARGV[2], ARGV[3])
+  if old then return old end
+  if redis.call("EXISTS", KEYS[5]) == 1 then return mismatch() end
 end
 
 e = active_gate(KEYS[1], status)

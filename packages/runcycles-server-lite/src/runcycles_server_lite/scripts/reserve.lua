@@ -24,7 +24,23 @@ estimate = dnorm(estimate)
 -- Idempotent replay wins over every other check. The record is a string: "D\n<hash>\n<body>"
 -- (dry run: the response itself) or "L\n<hash>\n<reservation id>" (live: the response is
 -- rendered again from the reservation, ACTIVE or finalized).
-local idem = redis.call("GET", KEYS[2])
+local idem = nil
+if redis.call("TYPE", KEYS[2]).ok == "hash" then
+  -- Written by an older server-lite: the response was stored whole.
+  local old = redis.call("HMGET", KEYS[2], "hash", "kind", "body", "body_a", "body_b", "res_key",
+    "expires_at")
+  if old[1] ~= ARGV[5] then
+    return err("IDEMPOTENCY_MISMATCH", "idempotency_key was already used with a different request")
+  end
+  if old[2] == "dry" then return ok(200, old[3]) end
+  local rttl = 0
+  if redis.call("HGET", old[6], "status") == "ACTIVE" then
+    rttl = math.max(0, tonumber(old[7]) - now_ms())
+  end
+  return ok(200, old[4] .. istr(rttl) .. old[5])
+else
+  idem = redis.call("GET", KEYS[2])
+end
 if idem then
   local kind, hash, rest = string.match(idem, "^(%a)\n([^\n]*)\n(.*)$")
   if hash ~= short_hash(ARGV[5]) then
