@@ -204,3 +204,18 @@ def test_settings_from_flags_and_environment(monkeypatch: pytest.MonkeyPatch) ->
     env["RUNCYCLES_FINALIZED_RETENTION_DAYS"] = "0"
     with pytest.raises(ValueError, match="positive"):
         Settings.from_env()
+
+
+def test_extend_replays_inside_the_window(tenant: Callable[..., Tenant]) -> None:
+    t = tenant({"": 1000, "workspace:w": 500})
+    ek = key()
+    rid = t.reserve_ok(100, subject=t.subject(workspace="w"), ttl_ms=60_000)
+    first = t.extend(rid, 30_000, idempotency_key=ek)
+    assert first.status_code == 200
+    remaining = _pttl(t, lambda k: k.idempotency, f"extend:{rid}", ek)
+    assert IDEMPOTENCY < remaining <= IDEMPOTENCY + 90_000 + 10_000  # + ttl left + grace
+    assert t.commit(rid, 50).status_code == 200
+    replay = t.extend(rid, 30_000, idempotency_key=ek)
+    assert replay.json() == {**first.json(), "remaining_ttl_ms": 0}
+    assert replay.json()["balances"][0]["scope"] == f"tenant:{t.name}"
+    assert t.extend(rid, 30_001, idempotency_key=ek).json()["error"] == "IDEMPOTENCY_MISMATCH"

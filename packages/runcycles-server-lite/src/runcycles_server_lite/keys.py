@@ -16,6 +16,7 @@ Layout (``P`` is the configurable prefix, ``rc`` by default; ``T`` the tenant id
   P:{t:T}:res:exp                    ZSET  ACTIVE reservation id by expires_at + grace ms (sweeper)
   P:{t:T}:idem:reserve:<key>         STRING "D\n<hash>\n<dry-run body>" | "L\n<hash>\n<res id>"
   P:{t:T}:idem:commit|release:<key>  STRING "1": the key settled a reservation of T
+  P:{t:T}:idem:extend:<res id>:<key> STRING "<hash>\n<expires_at>\n<compact balances>"
   P:{t:T}:idem:<endpoint>:<key>      HASH  other idempotency records {hash, body, ...}
   P:{t:T}:evt:<event_id>             HASH  direct-debit event record
   P:{t:T}:events                     STREAM governance events (Event envelope; see events.py)
