@@ -15,6 +15,11 @@ from runcycles_server_lite.store import Store
 from . import workload as wl
 from .procs import Served
 
+# The goal (issue: hot path) and what the layout before compact finalized records measured
+# (10,000 reservations, 3-level subject, 2 budgets, default redis config, used_memory delta).
+GOAL_BYTES_PER_FINALIZED = 1536
+OLD_LAYOUT_BYTES_PER_FINALIZED = 8046
+
 
 @dataclass
 class MemoryReport:
@@ -24,7 +29,13 @@ class MemoryReport:
     bytes_per_finalized: float  # the same after committing them all
     keys_per_active: float  # MEMORY USAGE of every key the N reserves created, / N
     keys_per_finalized: float  # the same after committing them all
+    # MEMORY USAGE after committing, / N, by what the bytes belong to.
+    finalized_record: float  # fin:<id>
+    reserve_idempotency: float  # idem:reserve:<key>
+    commit_idempotency: float  # idem:commit:<key>
+    indexes: float  # res:idx and res:exp
     retention_setting_ms: int
+    idempotency_setting_ms: int
     reservation_pttl_ms: int  # measured on a committed reservation
     idempotency_pttl_ms: int  # measured on its reserve idempotency record
 
@@ -67,6 +78,7 @@ async def _measure(served: Served, n: int, listpack_value: int | None) -> Memory
             base = await _used_memory(store)
             rids: list[str] = []
             idems: list[str] = []
+            commit_idems: list[str] = []
             for i in range(n):
                 body = wl.reserve_body(tenant, i)
                 r = await http.post("/v1/reservations", content=orjson.dumps(body))
@@ -76,16 +88,30 @@ async def _measure(served: Served, n: int, listpack_value: int | None) -> Memory
             k = store.keys
             # A fresh tenant: its two index ZSETs hold only these reservations, so count whole.
             indexes = [k.reservation_index(tenant), k.reservation_expiry(tenant)]
-            per_res = [k.reservation(tenant, r) for r in rids] + [
-                k.idempotency(tenant, "reserve", i) for i in idems
-            ]
+            # Every key a reservation has at some point: the ACTIVE hash, the finalized record,
+            # the reserve idempotency record and (once committed) the commit's.
+            per_res = (
+                [k.reservation(tenant, r) for r in rids]
+                + [k.finalized(tenant, r) for r in rids]
+                + [k.idempotency(tenant, "reserve", i) for i in idems]
+            )
             keys_active = await _keys_bytes(store, per_res + indexes)
             for rid in rids:
-                c = await http.post(f"/v1/reservations/{rid}/commit", content=wl.commit_body())
+                body = wl.commit_body()
+                c = await http.post(f"/v1/reservations/{rid}/commit", content=body)
                 c.raise_for_status()
+                commit_idems.append(orjson.loads(body)["idempotency_key"])
             finalized = await _used_memory(store)
+            per_res += [k.idempotency(tenant, "commit", i) for i in commit_idems]
             keys_finalized = await _keys_bytes(store, per_res + indexes)
-            res_pttl = int(await store.redis.pttl(k.reservation(tenant, rids[0])))
+            parts = [
+                await _keys_bytes(store, [k.finalized(tenant, r) for r in rids]) / n,
+                await _keys_bytes(store, [k.idempotency(tenant, "reserve", i) for i in idems]) / n,
+                await _keys_bytes(store, [k.idempotency(tenant, "commit", i) for i in commit_idems])
+                / n,
+                await _keys_bytes(store, indexes) / n,
+            ]
+            res_pttl = int(await store.redis.pttl(k.finalized(tenant, rids[0])))
             idem_pttl = int(await store.redis.pttl(k.idempotency(tenant, "reserve", idems[0])))
     finally:
         if listpack_value is not None:
@@ -98,7 +124,12 @@ async def _measure(served: Served, n: int, listpack_value: int | None) -> Memory
         bytes_per_finalized=(finalized - base) / n,
         keys_per_active=keys_active / n,
         keys_per_finalized=keys_finalized / n,
+        finalized_record=parts[0],
+        reserve_idempotency=parts[1],
+        commit_idempotency=parts[2],
+        indexes=parts[3],
         retention_setting_ms=Settings().finalized_retention_ms,
+        idempotency_setting_ms=Settings().idempotency_ms,
         reservation_pttl_ms=res_pttl,
         idempotency_pttl_ms=idem_pttl,
     )

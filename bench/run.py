@@ -53,6 +53,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true", help="py-spy the reserve hot path")
     p.add_argument("--quick", action="store_true", help="1 s cells, fewer calls (smoke run)")
     p.add_argument("--markdown", type=Path, default=None, help="also write the tables here")
+    p.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="only the Redis memory part (one 1-worker server, no load, no timings)",
+    )
     ns = p.parse_args(argv)
     # --quick changes the defaults only; explicit values win.
     defaults = (1.0, 0.2, 60, 300) if ns.quick else (3.0, 0.5, 300, 2000)
@@ -107,6 +112,19 @@ def server_tables(
                     console.print("[dim]profiling reserve at 50 clients...[/dim]")
                     extra["profile"] = _profile(lite, spec, ns.client)
     return _throughput_tables(rows, extra), rows, extra
+
+
+def memory_tables(
+    ns: argparse.Namespace, console: Console
+) -> tuple[list[Tab], list[sl.Row], dict[str, Any]]:
+    """``--memory-only``: the memory part on its own 1-worker server."""
+    extra: dict[str, Any] = {"ledger": []}
+    with server_lite(1) as lite:
+        console.print("[dim]memory...[/dim]")
+        reports = memory.measure(lite, ns.memory_n)
+        extra["ledger"].append((1, _run(_all_ledgers(lite.redis_url))))
+        rss = lite.rss()
+    return [memory_table(reports, rss), sizing_table(reports[0])], [], extra
 
 
 async def _all_ledgers(redis_url: str) -> wl.LedgerCheck:
@@ -274,9 +292,12 @@ def memory_table(reports: list[memory.MemoryReport], rss_idle: dict[str, int]) -
             "bytes/finalized (INFO Δ)",
         ],
         notes=[
-            "keys: exact MEMORY USAGE of every reservation hash, reserve idempotency record and "
-            "the tenant's two reservation indexes, / N; INFO Δ: used_memory growth / N "
-            "(allocator overhead included)"
+            "keys: exact MEMORY USAGE of every reservation record (ACTIVE hash, finalized "
+            "string), reserve and commit idempotency record and the tenant's two reservation "
+            "indexes, / N; INFO Δ: used_memory growth / N (allocator overhead included)",
+            f"goal: <= {memory.GOAL_BYTES_PER_FINALIZED:,} bytes per finalized reservation at "
+            f"default settings; the layout before compact finalized records took "
+            f"{memory.OLD_LAYOUT_BYTES_PER_FINALIZED:,} (INFO Δ, default config)",
         ],
     )
     for m in reports:
@@ -292,7 +313,9 @@ def memory_table(reports: list[memory.MemoryReport], rss_idle: dict[str, int]) -
     day = 24 * 3600 * 1000
     tab.notes.append(
         f"finalized reservations are kept finalized_retention_ms = {m.retention_setting_ms} "
-        f"({m.retention_setting_ms / day:.0f} days); measured PTTL of a committed reservation "
+        f"({m.retention_setting_ms / day:g} days), idempotency records "
+        f"{m.idempotency_setting_ms / day:g} days past finalization; measured PTTL of a "
+        "committed reservation "
         f"{m.reservation_pttl_ms / day:.2f} days, of its reserve idempotency record "
         f"{m.idempotency_pttl_ms / day:.2f} days"
     )
@@ -305,6 +328,40 @@ def memory_table(reports: list[memory.MemoryReport], rss_idle: dict[str, int]) -
         f"idle RSS after the runs: server {mib(rss_idle.get('server', 0))}, "
         f"redis-server {mib(rss_idle.get('redis', 0))}"
     )
+    return tab
+
+
+SIZING_DAYS = ((30, 30), (30, 1), (7, 1), (1, 1))
+
+
+def sizing_table(m: memory.MemoryReport) -> Tab:
+    """Redis held per finalized reservation, and at steady state, for a few retentions."""
+    tab = Tab(
+        "Sizing (default redis config, measured key sizes scaled by INFO Δ / keys)",
+        [
+            "finalized retention (days)",
+            "idempotency retention (days)",
+            "bytes/reservation, idempotency window",
+            "bytes/reservation, after it",
+            "GiB per million",
+            "GiB at 1M reservations/day",
+        ],
+        notes=[
+            f"keys per finalized reservation: finalized record {num(m.finalized_record)}, "
+            f"reserve idempotency {num(m.reserve_idempotency)}, commit idempotency "
+            f"{num(m.commit_idempotency)}, indexes {num(m.indexes)} bytes (MEMORY USAGE / N)",
+            "GiB per million: a million finalized reservations inside their idempotency window; "
+            "steady state: 1M a day, each kept for the finalized retention, its idempotency "
+            "records for the idempotency retention",
+        ],
+    )
+    # Allocator overhead: what INFO used_memory saw beyond the keys' own MEMORY USAGE.
+    scale = m.bytes_per_finalized / m.keys_per_finalized if m.keys_per_finalized else 1.0
+    full = m.bytes_per_finalized
+    after = (m.finalized_record + m.indexes) * scale
+    for keep, idem in SIZING_DAYS:
+        steady = 1e6 * (full * idem + after * (keep - idem)) / 2**30
+        tab.add(keep, idem, num(full), num(after), f"{full * 1e6 / 2**30:.2f}", f"{steady:.1f}")
     return tab
 
 
@@ -385,11 +442,15 @@ def main(argv: list[str] | None = None) -> int:
     for line in env:
         console.print(line, highlight=False)
     console.print()
-    tables, rows, extra = server_tables(ns, console)
-    tables.append(client_table(extra["client"][0]))
-    tables.append(memory_table(extra["memory"], extra["rss_idle"]))
-    tables.append(targets_table(rows, extra["client"][0]))
-    tables += extra.get("profile", [])
+    if ns.memory_only:
+        tables, rows, extra = memory_tables(ns, console)
+    else:
+        tables, rows, extra = server_tables(ns, console)
+        tables.append(client_table(extra["client"][0]))
+        tables.append(memory_table(extra["memory"], extra["rss_idle"]))
+        tables.append(sizing_table(extra["memory"][0]))
+        tables.append(targets_table(rows, extra["client"][0]))
+        tables += extra.get("profile", [])
     console.print()
     for t in tables:
         t.print(console)

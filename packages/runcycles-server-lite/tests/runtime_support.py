@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from runcycles_server_lite.runtime import read_reservation
 from runcycles_server_lite.store import Store
 from runcycles_server_lite.testing import ServerHandle
 
@@ -122,9 +123,10 @@ class Tenant:
         self.server.run_store(go)
 
     def raw_reservation(self, rid: str) -> dict[str, str]:
+        """The stored record (ACTIVE hash, or the finalized record decoded to its names)."""
+
         async def go(store: Store) -> dict[str, str]:
-            rec: dict[str, str] = await store.redis.hgetall(store.keys.reservation(self.name, rid))
-            return rec
+            return await read_reservation(store, self.name, rid)
 
         return self.server.run_store(go)
 

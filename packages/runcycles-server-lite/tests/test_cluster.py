@@ -43,15 +43,21 @@ def test_reserve_commit_release_on_cluster(cluster_server: ServerHandle) -> None
             r = _reserve(http, key, tenant, 500)
             assert r.status_code == 200, r.text
             rid = r.json()["reservation_id"]
+            commit = {
+                "idempotency_key": str(uuid.uuid4()),
+                "actual": {"unit": "USD_MICROCENTS", "amount": 300},
+            }
             c = http.post(
-                f"/v1/reservations/{rid}/commit",
-                headers={"X-Cycles-API-Key": key},
-                json={
-                    "idempotency_key": str(uuid.uuid4()),
-                    "actual": {"unit": "USD_MICROCENTS", "amount": 300},
-                },
+                f"/v1/reservations/{rid}/commit", headers={"X-Cycles-API-Key": key}, json=commit
             )
             assert c.status_code == 200, c.text
+            # The finalized record (read by the replay script and by GET) is in the slot too.
+            again = http.post(
+                f"/v1/reservations/{rid}/commit", headers={"X-Cycles-API-Key": key}, json=commit
+            )
+            assert (again.status_code, again.content) == (200, c.content)
+            got = http.get(f"/v1/reservations/{rid}", headers={"X-Cycles-API-Key": key})
+            assert got.json()["status"] == "COMMITTED", got.text
             assert _reserve(http, key, tenant, 400).status_code == 409  # 600 - 300 = 300 left
             b = http.get(
                 "/v1/balances", headers={"X-Cycles-API-Key": key}, params={"tenant": tenant}

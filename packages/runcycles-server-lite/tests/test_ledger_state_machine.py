@@ -24,6 +24,7 @@ from hypothesis.stateful import (
 )
 from runtime_support import ACTION, amount, assert_identity, key, ledgers, new_tenant
 
+from runcycles_server_lite.runtime import read_reservation
 from runcycles_server_lite.store import Store
 from runcycles_server_lite.sweeper import Sweeper
 from runcycles_server_lite.testing import ServerHandle
@@ -178,10 +179,8 @@ def test_ledger_state_machine(server: ServerHandle) -> None:
                 if server.run_store(lambda s: Sweeper(s, server.settings).sweep()).ran:
                     break
                 time.sleep(0.01)
-            rec = server.run_store(
-                lambda s: s.redis.hget(s.keys.reservation(tenant, rid), "status")
-            )
-            assert rec == "EXPIRED"
+            rec = server.run_store(lambda s: read_reservation(s, tenant, rid))
+            assert rec["status"] == "EXPIRED"
             del self.active[rid]
 
         @precondition(lambda self: self.active)

@@ -26,6 +26,7 @@ from .config import (
     DEFAULT_URL,
     WEBHOOK_KEY_FILE,
     Settings,
+    days_ms,
     default_data_dir,
 )
 from .keys import UNITS
@@ -59,6 +60,20 @@ def _serve_parser(p: argparse.ArgumentParser) -> None:
         default=None,
         choices=["json", "text"],
         help="log lines as JSON (default off a terminal) or text",
+    )
+    p.add_argument(
+        "--finalized-retention-days",
+        type=float,
+        default=None,
+        help="keep finalized reservations readable this long (default 30; "
+        "RUNCYCLES_FINALIZED_RETENTION_DAYS)",
+    )
+    p.add_argument(
+        "--idempotency-retention-days",
+        type=float,
+        default=None,
+        help="keep idempotency records this long after finalization, at most the finalized "
+        "retention (default 30; RUNCYCLES_IDEMPOTENCY_RETENTION_DAYS)",
     )
     p.add_argument(
         "--proxy-headers",
@@ -237,6 +252,10 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         s.fsync = ns.fsync
     if getattr(ns, "allow_volatile_store", None):
         s.allow_volatile_store = True
+    if getattr(ns, "finalized_retention_days", None) is not None:
+        s.finalized_retention_ms = days_ms(ns.finalized_retention_days)
+    if getattr(ns, "idempotency_retention_days", None) is not None:
+        s.idempotency_retention_ms = days_ms(ns.idempotency_retention_days)
     return s
 
 
@@ -288,6 +307,11 @@ def _export(settings: Settings) -> None:
         os.environ["RUNCYCLES_LOG_FORMAT"] = settings.log_format
     os.environ["RUNCYCLES_MAX_BODY_BYTES"] = str(settings.max_body_bytes)
     os.environ["RUNCYCLES_MAX_INFLIGHT"] = str(settings.max_inflight)
+    day = 86_400_000
+    os.environ["RUNCYCLES_FINALIZED_RETENTION_DAYS"] = repr(settings.finalized_retention_ms / day)
+    os.environ["RUNCYCLES_IDEMPOTENCY_RETENTION_DAYS"] = repr(
+        settings.idempotency_retention_ms / day
+    )
 
 
 def _log_format(settings: Settings) -> logs.LogFormat | None:

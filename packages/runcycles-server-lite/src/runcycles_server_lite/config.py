@@ -49,8 +49,13 @@ class Settings:
     sweep_batch: int = 200
     # How long a resolved API key stays cached in-process (revocation lag upper bound).
     auth_cache_ttl_s: float = 2.0
-    # How long finalized reservations (and their stored responses) are kept.
+    # How long a finalized (committed, released, expired) reservation stays readable
+    # (GET /v1/reservations/{id}, list) after it was finalized.
     finalized_retention_ms: int = 30 * 24 * 3600 * 1000
+    # How long the idempotency records of a reservation's reserve, commit, release and extend
+    # stay after it was finalized (replays need the reservation too, so the lifetime used is
+    # at most finalized_retention_ms). While a reservation is ACTIVE its records always stay.
+    idempotency_retention_ms: int = 30 * 24 * 3600 * 1000
     # Webhook dispatcher cadence (0 disables it) and per-attempt HTTP timeout.
     webhook_interval_s: float = 0.5
     webhook_timeout_s: float = 10.0
@@ -97,7 +102,11 @@ class Settings:
         if "RUNCYCLES_SWEEP_INTERVAL_S" in env:
             s.sweep_interval_s = float(env["RUNCYCLES_SWEEP_INTERVAL_S"])
         if "RUNCYCLES_EVENT_RETENTION_DAYS" in env:
-            s.event_retention_ms = int(float(env["RUNCYCLES_EVENT_RETENTION_DAYS"]) * 86_400_000)
+            s.event_retention_ms = _days_ms(env["RUNCYCLES_EVENT_RETENTION_DAYS"])
+        if "RUNCYCLES_FINALIZED_RETENTION_DAYS" in env:
+            s.finalized_retention_ms = _days_ms(env["RUNCYCLES_FINALIZED_RETENTION_DAYS"])
+        if "RUNCYCLES_IDEMPOTENCY_RETENTION_DAYS" in env:
+            s.idempotency_retention_ms = _days_ms(env["RUNCYCLES_IDEMPOTENCY_RETENTION_DAYS"])
         if "RUNCYCLES_AUTH_CACHE_TTL_S" in env:
             s.auth_cache_ttl_s = float(env["RUNCYCLES_AUTH_CACHE_TTL_S"])
         if "RUNCYCLES_MAX_BODY_BYTES" in env:
@@ -115,3 +124,21 @@ class Settings:
         flag = env.get("RUNCYCLES_ALLOW_VOLATILE_STORE", "").strip().lower()
         s.allow_volatile_store = flag in ("1", "true", "yes", "on")
         return s
+
+    @property
+    def idempotency_ms(self) -> int:
+        """The idempotency lifetime after finalization actually used (see above)."""
+        return min(self.idempotency_retention_ms, self.finalized_retention_ms)
+
+
+def _days_ms(days: str) -> int:
+    """Days (fractions allowed, e.g. 0.5) as whole milliseconds, at least 1."""
+    ms = round(float(days) * 86_400_000)
+    if ms < 1:
+        raise ValueError(f"a retention must be positive, got {days} days")
+    return ms
+
+
+def days_ms(days: float) -> int:
+    """``_days_ms`` for CLI values."""
+    return _days_ms(str(days))

@@ -10,10 +10,14 @@ Layout (``P`` is the configurable prefix, ``rc`` by default; ``T`` the tenant id
   P:{t:T}:tenant                     HASH  tenant record (see TENANT_FIELDS)
   P:{t:T}:budget:<scope>:<UNIT>      HASH  ledger (see BUDGET_FIELDS); amounts int64 strings
   P:{t:T}:budgets                    ZSET  score 0, member "<scope>|<UNIT>" (lex order, balances)
-  P:{t:T}:res:<reservation_id>       HASH  reservation record
+  P:{t:T}:res:<reservation_id>       HASH  ACTIVE reservation record (fields: reserve.lua)
+  P:{t:T}:fin:<reservation_id>       STRING finalized reservation (compact; FIN in lib.lua)
   P:{t:T}:res:idx                    ZSET  reservation id by created_at ms (listing)
   P:{t:T}:res:exp                    ZSET  ACTIVE reservation id by expires_at + grace ms (sweeper)
-  P:{t:T}:idem:<endpoint>:<key>      HASH  idempotency record {hash, status, body, ...}
+  P:{t:T}:idem:reserve:<key>         STRING "D\n<hash>\n<dry-run body>" | "L\n<hash>\n<res id>"
+  P:{t:T}:idem:commit|release:<key>  STRING "1": the key settled a reservation of T
+  P:{t:T}:idem:extend:<res id>:<key> STRING "<hash>\n<expires_at>\n<compact balances>"
+  P:{t:T}:idem:<endpoint>:<key>      HASH  other idempotency records {hash, body, ...}
   P:{t:T}:evt:<event_id>             HASH  direct-debit event record
   P:{t:T}:events                     STREAM governance events (Event envelope; see events.py)
   P:{t:T}:apikeys                    ZSET  key_id by created_at ms
@@ -117,6 +121,9 @@ class Keys:
 
     def reservation(self, tenant: str, reservation_id: str) -> str:
         return f"{self.tag(tenant)}:res:{reservation_id}"
+
+    def finalized(self, tenant: str, reservation_id: str) -> str:
+        return f"{self.tag(tenant)}:fin:{reservation_id}"
 
     def reservation_prefix(self, tenant: str) -> str:
         return f"{self.tag(tenant)}:res:"

@@ -175,7 +175,7 @@ async def create_reservation(request: Request) -> Response:
         dumps(req.subject),
         dumps(req.action),
         dumps(req.metadata),
-        str(svc.settings.finalized_retention_ms),
+        str(svc.settings.idempotency_ms),
         str(EVALUATION_IDEMPOTENCY_TTL_MS),
         UNITS_CSV,
         str(len(scopes)),
@@ -285,6 +285,7 @@ async def commit_reservation(request: Request) -> Response:
         dumps(req.metrics),
         dumps(req.metadata),
         str(svc.settings.finalized_retention_ms),
+        str(svc.settings.idempotency_ms),
         events.context(tenant),
     ]
     reply = await svc.store.run("commit", keys, args)
@@ -332,6 +333,7 @@ async def release_reservation(request: Request) -> Response:
         "admin_on_behalf_of" if as_admin else "tenant",
         audit,
         str(svc.settings.finalized_retention_ms),
+        str(svc.settings.idempotency_ms),
         events.context(tenant, actor=events.Actor("admin_on_behalf_of") if as_admin else None),
     ]
     reply = await svc.store.run("release", keys, args)
@@ -358,7 +360,7 @@ async def extend_reservation(request: Request) -> Response:
         str(req.extend_by_ms),
         payload_hash(req, extra={"reservation_id": rid}),
         dumps(req.metadata),
-        str(svc.settings.finalized_retention_ms),
+        str(svc.settings.idempotency_ms),
     ]
     return _script_result(await svc.store.run("extend", keys, args))
 
@@ -368,6 +370,71 @@ async def extend_reservation(request: Request) -> Response:
 
 def _fragment(text: str | None) -> orjson.Fragment | None:
     return orjson.Fragment(text) if text else None
+
+
+def _affected(scope_path: str) -> list[str]:
+    """The derived scopes of a scope path, tenant -> leaf (values never hold "/")."""
+    segments = scope_path.split("/") if scope_path else []
+    return ["/".join(segments[: i + 1]) for i in range(len(segments))]
+
+
+# The finalized record layout (FIN in scripts/lib.lua), decoded into the ACTIVE hash's names.
+_FIN = (
+    "v",
+    "status",
+    "idempotency_key",
+    "subject_json",
+    "action_json",
+    "metadata_json",
+    "unit",
+    "estimate",
+    "scope_path",
+    "created_at",
+    "expires_at",
+    "finalized_at",
+    "charged",
+    "committed_metadata_json",
+    "settle_key",
+    "settle_hash",
+    "settle_bal",
+    "release_reason",
+    "released_by",
+    "rexp",
+    "rbal",
+    "caps_json",
+)
+_UNESCAPE = re.compile(r"\\(.)")
+
+
+def _unesc(s: str) -> str:
+    return _UNESCAPE.sub(lambda m: "\n" if m[1] == "n" else m[1], s)
+
+
+def decode_finalized(blob: str, tenant: str, reservation_id: str) -> dict[str, str]:
+    """A finalized reservation record as the fields an ACTIVE record would have (empty
+    values dropped, as a hash never held them)."""
+    rec = dict(zip(_FIN, blob.split("\n"), strict=False))
+    rec = {k: v for k, v in rec.items() if v != ""}
+    rec["reservation_id"] = reservation_id
+    rec["tenant"] = tenant
+    status = rec.get("status", "")
+    for name in ("idempotency_key", "settle_key", "release_reason"):
+        if name in rec:
+            rec[name] = _unesc(rec[name])
+    if status == "EXPIRED" and "finalized_at" in rec:
+        rec["expired_at"] = rec.pop("finalized_at")
+    settle = {"COMMITTED": "commit", "RELEASED": "release"}.get(status)
+    if settle:
+        for part in ("key", "hash"):
+            if f"settle_{part}" in rec:
+                rec[f"{settle}_{part}"] = rec.pop(f"settle_{part}")
+    return rec
+
+
+async def read_reservation(store: Store, tenant: str, reservation_id: str) -> dict[str, str]:
+    """The record of a reservation, ACTIVE or finalized; {} if there is none."""
+    records, _ = await _fetch(store, tenant, [reservation_id])
+    return records[0] if records else {}
 
 
 def _render_reservation(rec: dict[str, str], include: Iterable[str]) -> dict[str, Any]:
@@ -383,7 +450,7 @@ def _render_reservation(rec: dict[str, str], include: Iterable[str]) -> dict[str
         "created_at_ms": int(rec.get("created_at", "0")),
         "expires_at_ms": int(rec.get("expires_at", "0")),
         "scope_path": rec.get("scope_path", ""),
-        "affected_scopes": _fragment(rec.get("affected_json")) or [],
+        "affected_scopes": _affected(rec.get("scope_path", "")),
     }
     if status == "COMMITTED" and rec.get("charged"):
         out["committed"] = {"unit": unit, "amount": int(rec["charged"])}
@@ -400,7 +467,7 @@ async def get_reservation(request: Request) -> Response:
     svc = services(request)
     rid = _reservation_id(request)
     tenant, _ = await _caller_or_admin(request, perms.RESERVATIONS_LIST, rid)
-    rec: dict[str, str] = await svc.store.redis.hgetall(svc.store.keys.reservation(tenant, rid))
+    rec = await read_reservation(svc.store, tenant, rid)
     if not rec or "reservation_id" not in rec:
         raise ProtocolError("NOT_FOUND", "reservation not found")
     if rec.get("tenant") != tenant:
@@ -493,9 +560,20 @@ async def _fetch(
     async with store.redis.pipeline(transaction=False) as pipe:
         for rid in ids:
             pipe.hgetall(store.keys.reservation(tenant, rid))
-        records: list[dict[str, str]] = await pipe.execute()
-    stale = [rid for rid, rec in zip(ids, records, strict=True) if not rec]
-    return [rec for rec in records if rec], stale
+            pipe.get(store.keys.finalized(tenant, rid))
+        replies: list[Any] = await pipe.execute()
+    records: list[dict[str, str]] = []
+    stale: list[str] = []
+    for i, rid in enumerate(ids):
+        active: dict[str, str] = replies[2 * i]
+        blob: str | None = replies[2 * i + 1]
+        if active:
+            records.append(active)
+        elif blob is not None:
+            records.append(decode_finalized(blob, tenant, rid))
+        else:
+            stale.append(rid)
+    return records, stale
 
 
 async def list_reservations(request: Request) -> Response:
@@ -613,10 +691,11 @@ async def _candidates(
     created_at index in page order from the cursor on, or (other sort orders) every indexed
     reservation. Ids whose record is gone are appended to ``stale``."""
     if idem_key is not None:
-        rec: dict[str, str] = await store.redis.hgetall(
+        idem: str | None = await store.redis.get(
             store.keys.idempotency(tenant, "reserve", idem_key)
         )
-        rid = reservation_tenant_id(rec.get("res_key", ""), store, tenant)
+        kind, _, rest = (idem or "").partition("\n")
+        rid = rest.partition("\n")[2] if kind == "L" else None
         records, gone = await _fetch(store, tenant, [rid] if rid else [])
         stale += gone
         yield records
@@ -647,12 +726,6 @@ async def _candidates(
         records, gone = await _fetch(store, tenant, list(ids[start : start + _LIST_CHUNK]))
         stale += gone
         yield records
-
-
-def reservation_tenant_id(res_key: str, store: Store, tenant: str) -> str | None:
-    """The reservation id inside a stored reservation key name of ``tenant``."""
-    prefix = store.keys.reservation_prefix(tenant)
-    return res_key[len(prefix) :] if res_key.startswith(prefix) else None
 
 
 def _balance(rec: dict[str, str]) -> dict[str, Any]:

@@ -5,6 +5,10 @@ per tenant it reads the due ids from ``res:exp`` (scored by expires_at + grace, 
 Redis TIME) and runs ``expire.lua`` once for up to ``sweep_batch`` of them. The script
 re-checks everything itself, so a lost lease or two overlapping sweepers only waste work:
 expiry is idempotent and a hold is returned at most once.
+
+Once a minute it also trims the event streams and drops, from each tenant's created_at index,
+the ids whose record has outlived its retention (Redis expired the record itself; without
+this the index would keep ~100 bytes per reservation for ever).
 """
 
 from __future__ import annotations
@@ -79,6 +83,33 @@ class Sweeper:
                 pipe.xtrim(self.store.keys.events(t), minid=minid, approximate=True)
             await pipe.execute()
 
+    async def _prune_index(self, tenant: str, now: int) -> int:
+        """Drop index ids created more than ``finalized_retention_ms`` ago whose record (ACTIVE
+        hash or finalized string) is gone; at most a bounded number per call."""
+        store, keys = self.store, self.store.keys
+        index = keys.reservation_index(tenant)
+        cutoff = now - self.settings.finalized_retention_ms
+        batch = max(1, self.settings.sweep_batch)
+        offset = dropped = 0
+        for _ in range(_MAX_BATCHES_PER_TENANT):
+            ids: list[str] = await store.redis.zrangebyscore(
+                index, "-inf", cutoff, start=offset, num=batch
+            )
+            if not ids:
+                break
+            async with store.redis.pipeline(transaction=False) as pipe:
+                for rid in ids:
+                    pipe.exists(keys.reservation(tenant, rid), keys.finalized(tenant, rid))
+                alive: list[int] = await pipe.execute()
+            gone = [rid for rid, n in zip(ids, alive, strict=True) if not n]
+            if gone:
+                await store.redis.zrem(index, *gone)
+            dropped += len(gone)
+            offset += len(ids) - len(gone)  # live ids stay in the range: step over them
+            if len(ids) < batch:
+                break
+        return dropped
+
     async def _sweep_all(self) -> SweepStats:
         stats = SweepStats()
         store = self.store
@@ -99,6 +130,8 @@ class Sweeper:
             start += len(tenants)
             if trim:
                 await self._trim_events(tenants, now)
+                for t in tenants:
+                    await self._prune_index(t, now)
             async with store.redis.pipeline(transaction=False) as pipe:
                 for t in tenants:
                     pipe.zrangebyscore(keys.reservation_expiry(t), "-inf", now, start=0, num=batch)
@@ -125,6 +158,7 @@ class Sweeper:
                 + [keys.events(tenant)],
                 [
                     str(self.settings.finalized_retention_ms),
+                    str(self.settings.idempotency_ms),
                     *ids,
                     events.context(tenant, source=events.SOURCE_SWEEPER, actor=events.SYSTEM_ACTOR),
                 ],

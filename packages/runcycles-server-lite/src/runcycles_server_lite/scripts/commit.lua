@@ -1,27 +1,46 @@
 -- Commit the actual amount of an ACTIVE reservation.
 --
--- KEYS: 1 tenant, 2 reservation, 3 res:exp, 4 idempotency record (tenant, commit, key),
+-- KEYS: 1 tenant, 2 reservation, 3 res:exp, 4 idempotency marker (tenant, commit, key),
 --       5 event stream
 -- ARGV: 1 caller tenant, 2 actual, 3 unit, 4 idempotency_key, 5 payload hash,
---       6 metrics json or "", 7 metadata json or "", 8 retention ms, 9 event context
+--       6 metrics json or "", 7 metadata json or "", 8 retention ms, 9 idempotency ms,
+--       10 event context
 -- Emits reservation.commit_overage when actual > estimate, and the budgets' transitions.
+-- The reservation becomes its finalized record (see finalize in lib.lua).
 
 local actual = ARGV[2]
 if not is_amount(actual) then return err("INVALID_REQUEST", "actual.amount must be an int64 >= 0") end
 actual = dnorm(actual)
 
 local f = redis.call("HMGET", KEYS[2], "status", "tenant", "estimate", "unit", "budget_keys",
-  "budget_scopes", "overage_policy", "expires_at", "grace_ms", "commit_key", "commit_hash",
-  "commit_body", "reservation_id")
+  "budget_scopes", "overage_policy", "expires_at", "grace_ms", "reservation_id", "scope_path")
 local status = f[1]
+local fin = nil
+if not status then
+  -- Finalized (or never existed): the tenant is the key's own (runtime.py checked the id).
+  fin = load_fin(fin_key_of(KEYS[2]))
+  if fin then
+    status = fin.status
+    f[2] = ARGV[1]
+  end
+end
 local e = owned(status, f[2], ARGV[1])
 if e then return e end
 
 -- The key is unique per (tenant, commit): reused on another reservation it is a mismatch
 -- (the payload hash binds the reservation id).
-local replay = settle_replay(redis.call("HMGET", KEYS[4], "hash", "body"), ARGV[5], status,
-  "COMMITTED", f[10], ARGV[4], f[11], f[12])
-if replay then return replay end
+if fin then
+  local replay = settle_replay(redis.call("EXISTS", KEYS[4]) == 1, ARGV[5], status,
+    "COMMITTED", fin.settle_key, esc(ARGV[4]), fin.settle_hash, function()
+      return settle_reply("COMMITTED", fin.unit, fin.estimate, fin.charged,
+        bal_render(fin.settle_bal, fin.scope_path, fin.unit))
+    end)
+  if replay then return replay end
+else
+  local old = legacy_replay(KEYS[2], status, "COMMITTED", "commit", ARGV[4], ARGV[5])
+  if old then return old end
+  if redis.call("EXISTS", KEYS[4]) == 1 then return mismatch() end
+end
 
 e = active_gate(KEYS[1], status)
 if e then return e end
@@ -75,7 +94,7 @@ for i = 1, #budgets do
   end
 end
 for i = 1, #budgets do write_budget(budgets[i], plans[i], now) end
-local rid = f[13]
+local rid = f[10]
 if dcmp(actual, estimate) > 0 then
   local debt = "0"
   for i = 1, #budgets do
@@ -90,17 +109,11 @@ if dcmp(actual, estimate) > 0 then
 end
 budget_events(budgets, bscopes, unit, {reservation_id = rid, policy = f[7], correlation = rid})
 
-local body = '{"status":"COMMITTED","charged":' .. amount_json(unit, charged)
-if dcmp(charged, estimate) < 0 then
-  body = body .. ',"released":' .. amount_json(unit, dsub(estimate, charged))
-end
-body = body .. ',"balances":' .. balances_json(budgets, bscopes, unit) .. '}'
-
-redis.call("HSET", KEYS[2], "status", "COMMITTED", "charged", charged,
-  "finalized_at", istr(now), "commit_key", ARGV[4], "commit_hash", ARGV[5],
-  "metrics_json", ARGV[6], "committed_metadata_json", ARGV[7], "commit_body", body)
-redis.call("HSET", KEYS[4], "hash", ARGV[5], "body", body, "reservation_id", f[13])
-redis.call("PEXPIRE", KEYS[4], tonumber(ARGV[8]))
-redis.call("ZREM", KEYS[3], f[13])
-redis.call("PEXPIRE", KEYS[2], tonumber(ARGV[8]))
+local body = settle_reply("COMMITTED", unit, estimate, charged, balances_json(budgets, bscopes, unit))
+finalize(KEYS[2], {status = "COMMITTED", finalized_at = istr(now), charged = charged,
+  committed_metadata_json = ARGV[7], settle_key = esc(ARGV[4]), settle_hash = short_hash(ARGV[5]),
+  settle_bal = bal_compact(budgets, bscopes, f[11] or "")}, tonumber(ARGV[8]),
+  tonumber(ARGV[9]))
+redis.call("SET", KEYS[4], "1", "PX", tonumber(ARGV[9]))
+redis.call("ZREM", KEYS[3], rid)
 return ok(200, body)

@@ -2,10 +2,12 @@
 --
 -- KEYS: 1 tenant, 2 res:exp, 3.. reservation records (candidates the sweeper saw as due),
 --       last: event stream
--- ARGV: 1 retention ms, 2.. reservation ids (aligned with KEYS[3..]), last: event context
+-- ARGV: 1 retention ms, 2 idempotency ms, 3.. reservation ids (ARGV[i] is KEYS[i]'s),
+--       last: event context
 -- Each expiry emits reservation.expired (and the budgets' transitions).
 -- Returns {expired, skipped, quarantined, missing}.
 --
+-- An expired reservation becomes its finalized record (see finalize in lib.lua).
 -- Idempotent: non-ACTIVE rows are only dropped from the index, so a hold is returned at most
 -- once. Rows that cannot be settled safely (malformed, or a ledger whose reserved amount is
 -- smaller than the hold) are quarantined: marked, dropped from the index, ledger untouched.
@@ -21,10 +23,13 @@ local function quarantine(key, id, reason)
 end
 
 for i = 3, #KEYS - 1 do
-  local key, id = KEYS[i], ARGV[i - 1]
+  local key, id = KEYS[i], ARGV[i]
   local f = redis.call("HMGET", key, "status", "estimate", "expires_at", "grace_ms",
     "budget_keys", "budget_scopes", "scope_path", "unit", "created_at", "extension_count")
-  if not f[1] then
+  if not f[1] and redis.call("EXISTS", fin_key_of(key)) == 1 then
+    redis.call("ZREM", KEYS[2], id)
+    skipped = skipped + 1
+  elseif not f[1] then
     redis.call("ZREM", KEYS[2], id)
     missing = missing + 1
   elseif f[1] ~= "ACTIVE" then
@@ -68,9 +73,9 @@ for i = 3, #KEYS - 1 do
           '","ttl_ms":' .. istr(expires_at - created) .. ',"extensions_used":' ..
           istr(tonumber(f[10] or "0") or 0) .. '}', id)
         if not tenant.closed then budget_events(budgets, bscopes, f[8] or "", {correlation = id}) end
-        redis.call("HSET", key, "status", "EXPIRED", "expired_at", istr(now))
+        finalize(key, {status = "EXPIRED", finalized_at = istr(now)}, tonumber(ARGV[1]),
+          tonumber(ARGV[2]))
         redis.call("ZREM", KEYS[2], id)
-        redis.call("PEXPIRE", key, tonumber(ARGV[1]))
         expired = expired + 1
       end
     end

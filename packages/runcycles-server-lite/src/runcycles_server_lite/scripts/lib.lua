@@ -216,21 +216,6 @@ local function mismatch()
   return err("IDEMPOTENCY_MISMATCH", "idempotency_key was already used with a different request")
 end
 
--- A replay of a settlement: the per-(tenant, endpoint, key) record ``idem`` = {hash, body}
--- first, then the key the reservation stored when it reached ``done_status``. nil if new.
-local function settle_replay(idem, req_hash, status, done_status, stored_key, req_key,
-                             stored_hash, stored_body)
-  if idem[1] then
-    if idem[1] ~= req_hash then return mismatch() end
-    return ok(200, idem[2])
-  end
-  if status == done_status and stored_key == req_key then
-    if stored_hash ~= req_hash then return mismatch() end
-    return ok(200, stored_body)
-  end
-  return nil
-end
-
 -- The gates every change to a reservation passes after its replay check, in the reference's
 -- order: tenant closed (or malformed), then expired, then any other finalized state.
 local function active_gate(tenant_key, status)
@@ -588,4 +573,169 @@ local function budget_events(budgets, scopes, unit, cause)
       b.prev = nil
     end
   end
+end
+
+-- Finalized reservations -------------------------------------------------------------------
+--
+-- An ACTIVE reservation is a hash (res:<id>, fields named as in reserve.lua). Finalizing it
+-- (commit, release, expiry) replaces the hash with one compact STRING (fin:<id>): the FIN
+-- fields below, newline-separated, in this order. Only what GET/list render and what replays
+-- need is kept; the stored responses are not kept as JSON but re-rendered from their numbers
+-- (compact balances), so the bytes are identical. A string costs far less than a hash whose
+-- values outgrow the listpack limit (hash-max-listpack-value, 64 bytes by default), and the
+-- record no longer depends on that setting. runtime.py decodes the same layout.
+-- JSON fields (subject, action, metadata, caps) never hold a raw newline (the encoder escapes
+-- it); client strings (idempotency keys, release reason) are escaped with esc().
+local FIN = {"v", "status", "idempotency_key", "subject_json", "action_json", "metadata_json",
+  "unit", "estimate", "scope_path", "created_at", "expires_at", "finalized_at", "charged",
+  "committed_metadata_json", "settle_key", "settle_hash", "settle_bal", "release_reason",
+  "released_by", "rexp", "rbal", "caps_json"}
+-- The active hash fields a finalized record is built from.
+local FIN_FROM_ACTIVE = {"idempotency_key", "subject_json", "action_json", "metadata_json",
+  "unit", "estimate", "scope_path", "created_at", "expires_at", "rexp", "rbal", "caps_json"}
+
+-- Payload hashes kept by reservation records are cut to their first 128 bits ("v1:" + 32
+-- hex): plenty to tell two payloads apart, and 32 bytes less per stored copy.
+local function short_hash(h) return string.sub(h, 1, 35) end
+
+local function esc(s)
+  return (string.gsub(s or "", "[\\\n]", {["\\"] = "\\\\", ["\n"] = "\\n"}))
+end
+
+-- Fields of s split on "\n", empty fields kept.
+local function split_fields(s)
+  local out, start = {}, 1
+  while true do
+    local i = string.find(s, "\n", start, true)
+    if not i then
+      out[#out + 1] = string.sub(s, start)
+      return out
+    end
+    out[#out + 1] = string.sub(s, start, i - 1)
+    start = i + 1
+  end
+end
+
+-- Key names next to a reservation key (same tenant tag, so the same Cluster slot).
+local function tag_of(res_key) return string.match(res_key, "^(.*):res:[^:]*$") end
+local function fin_key_of(res_key) return tag_of(res_key) .. ":fin:" .. string.match(res_key, ":res:([^:]*)$") end
+local function reserve_idem_key(res_key, idem_key) return tag_of(res_key) .. ":idem:reserve:" .. idem_key end
+
+-- The finalized record at fin_key as a table by FIN name; nil if there is none.
+local function load_fin(fin_key)
+  local blob = redis.call("GET", fin_key)
+  if not blob then return nil end
+  local parts = split_fields(blob)
+  local r = {}
+  for i, name in ipairs(FIN) do r[name] = parts[i] or "" end
+  return r
+end
+
+-- The derived scopes (tenant -> leaf) of a scope path: its cumulative segments.
+local function path_scopes(scope_path)
+  local out, acc = {}, nil
+  for seg in string.gmatch(scope_path, "[^/]+") do
+    acc = acc and (acc .. "/" .. seg) or seg
+    out[#out + 1] = acc
+  end
+  return out
+end
+
+-- Balances as numbers only: "<index in scopes>:remaining:reserved:spent:allocated:debt:
+-- overdraft_limit:over(0|1)" per budget, ";"-separated; a balance names its scope by its
+-- position among the derived scopes of the reservation's scope path.
+local function bal_compact(budgets, bscopes, scope_path)
+  local scopes = path_scopes(scope_path)
+  local pos = {}
+  for i = 1, #scopes do pos[scopes[i]] = i end
+  local parts = {}
+  for i = 1, #budgets do
+    local b = budgets[i]
+    parts[i] = istr(pos[bscopes[i]] or 0) .. ":" .. b.remaining .. ":" .. b.reserved .. ":" ..
+      b.spent .. ":" .. b.allocated .. ":" .. b.debt .. ":" .. b.overdraft_limit .. ":" ..
+      (b.over and "1" or "0")
+  end
+  return table.concat(parts, ";")
+end
+
+-- The balances JSON array bal_compact() stood for (byte for byte what balances_json gave).
+local function bal_render(compact, scope_path, unit)
+  local scopes = path_scopes(scope_path)
+  local parts = {}
+  for entry in string.gmatch(compact or "", "[^;]+") do
+    local i, rem, res, spent, alloc, debt, od, over =
+      string.match(entry, "^(%d+):([^:]*):([^:]*):([^:]*):([^:]*):([^:]*):([^:]*):([01])$")
+    local b = {remaining = rem, reserved = res, spent = spent, allocated = alloc, debt = debt,
+      overdraft_limit = od, over = (over == "1")}
+    parts[#parts + 1] = balance_json(b, scopes[tonumber(i)] or "", unit)
+  end
+  return "[" .. table.concat(parts, ",") .. "]"
+end
+
+-- The reserve response (one renderer for the first reply and every replay).
+local function reserve_reply(rid, unit, estimate, rexp, rttl, scope_path, rbal, caps)
+  local has_caps = caps and caps ~= ""
+  local body = '{"decision":"' .. (has_caps and "ALLOW_WITH_CAPS" or "ALLOW") ..
+    '","reservation_id":"' .. rid .. '","reserved":' .. amount_json(unit, estimate) ..
+    ',"expires_at_ms":' .. rexp .. ',"remaining_ttl_ms":' .. istr(rttl) ..
+    ',"scope_path":' .. jstr(scope_path) .. ',"affected_scopes":' ..
+    json_array(path_scopes(scope_path)) .. ',"balances":' .. bal_render(rbal, scope_path, unit)
+  if has_caps then body = body .. ',"caps":' .. caps end
+  return body .. '}'
+end
+
+-- The commit / release response.
+local function settle_reply(status, unit, estimate, charged, balances)
+  if status == "COMMITTED" then
+    local body = '{"status":"COMMITTED","charged":' .. amount_json(unit, charged)
+    if dcmp(charged, estimate) < 0 then
+      body = body .. ',"released":' .. amount_json(unit, dsub(estimate, charged))
+    end
+    return body .. ',"balances":' .. balances .. '}'
+  end
+  return '{"status":"RELEASED","released":' .. amount_json(unit, estimate) .. ',"balances":' ..
+    balances .. '}'
+end
+
+-- Replace the ACTIVE hash at res_key by its finalized record (kept retention_ms), and keep
+-- the reserve idempotency record idem_ms from now. `s` = the settlement's own fields
+-- (status, finalized_at, charged, committed_metadata_json, settle_key, settle_hash,
+-- settle_bal, release_reason, released_by), all strings.
+local function finalize(res_key, s, retention_ms, idem_ms)
+  local f = redis.call("HMGET", res_key, unpack(FIN_FROM_ACTIVE))
+  local r = {v = "1"}
+  for i, name in ipairs(FIN_FROM_ACTIVE) do r[name] = f[i] or "" end
+  r.idempotency_key = esc(r.idempotency_key)
+  if r.rexp == "" then r.rexp = r.expires_at end  -- reserved by an older server-lite
+  for k, v in pairs(s) do r[k] = v end
+  local parts = {}
+  for i, name in ipairs(FIN) do parts[i] = r[name] or "" end
+  redis.call("SET", fin_key_of(res_key), table.concat(parts, "\n"), "PX", retention_ms)
+  redis.call("DEL", res_key)
+  if f[1] then redis.call("PEXPIRE", reserve_idem_key(res_key, f[1]), idem_ms) end
+end
+
+-- A commit/release replay. `marker` is the per-(tenant, endpoint, key) record: it says the
+-- key settled some reservation, so reusing it on another one is a mismatch. The settled
+-- reservation itself keeps its key, payload hash and response (render() builds it).
+local function settle_replay(marker, req_hash, status, done_status, stored_key, req_key,
+                             stored_hash, render)
+  if status == done_status and stored_key == req_key then
+    if stored_hash ~= short_hash(req_hash) then return mismatch() end
+    return ok(200, render())
+  end
+  if marker then return mismatch() end
+  return nil
+end
+
+-- A commit/release replay on a reservation an older server-lite finalized (its hash kept the
+-- key, the payload hash and the whole response); nil if not one.
+local function legacy_replay(res_key, status, done_status, prefix, req_key, req_hash)
+  if status == "ACTIVE" then return nil end
+  local f = redis.call("HMGET", res_key, prefix .. "_key", prefix .. "_hash", prefix .. "_body")
+  if status == done_status and f[1] == req_key then
+    if f[2] ~= req_hash then return mismatch() end
+    return ok(200, f[3])
+  end
+  return nil
 end

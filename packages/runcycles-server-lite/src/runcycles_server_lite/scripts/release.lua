@@ -1,21 +1,38 @@
 -- Release an ACTIVE reservation: the whole hold returns to every budget it charged.
 --
 -- KEYS: 1 tenant, 2 reservation, 3 res:exp, 4 audit log,
---       5 idempotency record (tenant, release, key), 6 event stream
+--       5 idempotency marker (tenant, release, key), 6 event stream
 -- ARGV: 1 caller tenant, 2 idempotency_key, 3 payload hash, 4 reason or "",
 --       5 actor (tenant|admin_on_behalf_of), 6 audit entry json or "", 7 retention ms,
---       8 event context
+--       8 idempotency ms, 9 event context
+-- The reservation becomes its finalized record (see finalize in lib.lua).
 
 local f = redis.call("HMGET", KEYS[2], "status", "tenant", "estimate", "unit", "budget_keys",
-  "budget_scopes", "expires_at", "grace_ms", "release_key", "release_hash", "release_body",
-  "reservation_id")
+  "budget_scopes", "expires_at", "grace_ms", "reservation_id", "scope_path")
 local status = f[1]
+local fin = nil
+if not status then
+  fin = load_fin(fin_key_of(KEYS[2]))
+  if fin then
+    status = fin.status
+    f[2] = ARGV[1]
+  end
+end
 local e = owned(status, f[2], ARGV[1])
 if e then return e end
 
-local replay = settle_replay(redis.call("HMGET", KEYS[5], "hash", "body"), ARGV[3], status,
-  "RELEASED", f[9], ARGV[2], f[10], f[11])
-if replay then return replay end
+if fin then
+  local replay = settle_replay(redis.call("EXISTS", KEYS[5]) == 1, ARGV[3], status,
+    "RELEASED", fin.settle_key, esc(ARGV[2]), fin.settle_hash, function()
+      return settle_reply("RELEASED", fin.unit, fin.estimate, nil,
+        bal_render(fin.settle_bal, fin.scope_path, fin.unit))
+    end)
+  if replay then return replay end
+else
+  local old = legacy_replay(KEYS[2], status, "RELEASED", "release", ARGV[2], ARGV[3])
+  if old then return old end
+  if redis.call("EXISTS", KEYS[5]) == 1 then return mismatch() end
+end
 
 e = active_gate(KEYS[1], status)
 if e then return e end
@@ -40,16 +57,13 @@ for i = 1, #budgets do
   end
 end
 for i = 1, #budgets do write_budget(budgets[i], plans[i], now) end
-budget_events(budgets, bscopes, unit, {reservation_id = f[12], correlation = f[12]})
+budget_events(budgets, bscopes, unit, {reservation_id = f[9], correlation = f[9]})
 
-local body = '{"status":"RELEASED","released":' .. amount_json(unit, estimate) ..
-  ',"balances":' .. balances_json(budgets, bscopes, unit) .. '}'
-redis.call("HSET", KEYS[2], "status", "RELEASED", "finalized_at", istr(now),
-  "release_key", ARGV[2], "release_hash", ARGV[3], "release_reason", ARGV[4],
-  "released_by", ARGV[5], "release_body", body)
+local body = settle_reply("RELEASED", unit, estimate, nil, balances_json(budgets, bscopes, unit))
+finalize(KEYS[2], {status = "RELEASED", finalized_at = istr(now), settle_key = esc(ARGV[2]),
+  settle_hash = short_hash(ARGV[3]), settle_bal = bal_compact(budgets, bscopes, f[10] or ""),
+  release_reason = esc(ARGV[4]), released_by = ARGV[5]}, tonumber(ARGV[7]), tonumber(ARGV[8]))
 if ARGV[6] ~= "" then redis.call("ZADD", KEYS[4], now, ARGV[6]) end
-redis.call("HSET", KEYS[5], "hash", ARGV[3], "body", body, "reservation_id", f[12])
-redis.call("PEXPIRE", KEYS[5], tonumber(ARGV[7]))
-redis.call("ZREM", KEYS[3], f[12])
-redis.call("PEXPIRE", KEYS[2], tonumber(ARGV[7]))
+redis.call("SET", KEYS[5], "1", "PX", tonumber(ARGV[8]))
+redis.call("ZREM", KEYS[3], f[9])
 return ok(200, body)

@@ -4,7 +4,7 @@
 --       3 new reservation, 4 res:idx, 5 res:exp, 6 budgets index, 7.. budget per derived scope
 -- ARGV: 1 mode (live|dry), 2 tenant, 3 reservation_id, 4 idempotency_key, 5 payload hash,
 --       6 estimate, 7 unit, 8 ttl_ms or "", 9 grace_ms, 10 overage policy or "",
---       11 subject json, 12 action json, 13 metadata json or "", 14 retention ms,
+--       11 subject json, 12 action json, 13 metadata json or "", 14 idempotency ms,
 --       15 dry-run idempotency ttl ms, 16 units csv, 17 n, 18.. derived scopes (tenant -> leaf),
 --       last: event context (see emit in lib.lua)
 -- A live denial emits reservation.denied; a live reservation emits the budgets' transitions.
@@ -21,17 +21,46 @@ local affected = json_array(scopes)
 if not is_amount(estimate) then return err("INVALID_REQUEST", "estimate.amount must be an int64 >= 0") end
 estimate = dnorm(estimate)
 
--- Idempotent replay wins over every other check.
-local idem = redis.call("HMGET", KEYS[2], "hash", "kind", "body", "body_a", "body_b", "res_key", "expires_at")
-if idem[1] then
-  if idem[1] ~= ARGV[5] then
+-- Idempotent replay wins over every other check. The record is a string: "D\n<hash>\n<body>"
+-- (dry run: the response itself) or "L\n<hash>\n<reservation id>" (live: the response is
+-- rendered again from the reservation, ACTIVE or finalized).
+local idem = nil
+if redis.call("TYPE", KEYS[2]).ok == "hash" then
+  -- Written by an older server-lite: the response was stored whole.
+  local old = redis.call("HMGET", KEYS[2], "hash", "kind", "body", "body_a", "body_b", "res_key",
+    "expires_at")
+  if old[1] ~= ARGV[5] then
     return err("IDEMPOTENCY_MISMATCH", "idempotency_key was already used with a different request")
   end
-  if idem[2] == "dry" then return ok(200, idem[3]) end
-  local state = redis.call("HGET", idem[6], "status")
+  if old[2] == "dry" then return ok(200, old[3]) end
   local rttl = 0
-  if state == "ACTIVE" then rttl = math.max(0, tonumber(idem[7]) - now_ms()) end
-  return ok(200, idem[4] .. istr(rttl) .. idem[5])
+  if redis.call("HGET", old[6], "status") == "ACTIVE" then
+    rttl = math.max(0, tonumber(old[7]) - now_ms())
+  end
+  return ok(200, old[4] .. istr(rttl) .. old[5])
+else
+  idem = redis.call("GET", KEYS[2])
+end
+if idem then
+  local kind, hash, rest = string.match(idem, "^(%a)\n([^\n]*)\n(.*)$")
+  if hash ~= short_hash(ARGV[5]) then
+    return err("IDEMPOTENCY_MISMATCH", "idempotency_key was already used with a different request")
+  end
+  if kind == "D" then return ok(200, rest) end
+  local res_key = tag_of(KEYS[3]) .. ":res:" .. rest
+  local a = redis.call("HMGET", res_key, "status", "unit", "estimate", "rexp", "scope_path",
+    "rbal", "caps_json")
+  if a[1] then
+    local rttl = 0
+    if a[1] == "ACTIVE" then rttl = math.max(0, tonumber(a[4]) - now_ms()) end
+    return ok(200, reserve_reply(rest, a[2], a[3], a[4], rttl, a[5], a[6], a[7]))
+  end
+  local fin = load_fin(fin_key_of(res_key))
+  if fin then
+    return ok(200, reserve_reply(rest, fin.unit, fin.estimate, fin.rexp, 0, fin.scope_path,
+      fin.rbal, fin.caps_json))
+  end
+  -- The reservation is gone (past its retention): the key is free again.
 end
 
 local tenant, terr = tenant_settings(KEYS[1])
@@ -44,8 +73,7 @@ local function dry_reply(decision, reason, balances, caps)
   if caps then body = body .. ',"caps":' .. caps end
   if reason then body = body .. ',"reason_code":"' .. reason .. '"' end
   body = body .. '}'
-  redis.call("HSET", KEYS[2], "hash", ARGV[5], "kind", "dry", "body", body)
-  redis.call("PEXPIRE", KEYS[2], tonumber(ARGV[15]))
+  redis.call("SET", KEYS[2], "D\n" .. short_hash(ARGV[5]) .. "\n" .. body, "PX", tonumber(ARGV[15]))
   return ok(200, body)
 end
 
@@ -119,27 +147,21 @@ local rid = ARGV[3]
 budget_events(budgets, bscopes, unit, {reservation_id = rid, correlation = rid})
 local bkeys = {}
 for i = 1, #budgets do bkeys[i] = budgets[i].key end
+local rexp = istr(expires_at)
+local rbal = bal_compact(budgets, bscopes, scope_path)
 redis.call("HSET", KEYS[3],
   "reservation_id", rid, "tenant", ARGV[2], "status", "ACTIVE",
   "subject_json", ARGV[11], "action_json", ARGV[12], "metadata_json", ARGV[13],
-  "unit", unit, "estimate", estimate, "scope_path", scope_path, "affected_json", affected,
+  "unit", unit, "estimate", estimate, "scope_path", scope_path,
   "budget_keys", table.concat(bkeys, "\n"), "budget_scopes", table.concat(bscopes, "\n"),
-  "created_at", istr(now), "expires_at", istr(expires_at), "grace_ms", istr(grace),
+  "created_at", istr(now), "expires_at", rexp, "rexp", rexp, "grace_ms", istr(grace),
   "idempotency_key", ARGV[4], "overage_policy", policy,
-  "max_extensions", istr(max_ext), "extension_count", "0")
+  "max_extensions", istr(max_ext), "extension_count", "0", "rbal", rbal)
+if caps then redis.call("HSET", KEYS[3], "caps_json", caps) end
 redis.call("ZADD", KEYS[4], now, rid)
 redis.call("ZADD", KEYS[5], expires_at + grace, rid)
 
-local head = '{"decision":"' .. decision .. '","reservation_id":"' .. rid ..
-  '","reserved":' .. amount_json(unit, estimate) .. ',"expires_at_ms":' .. istr(expires_at) ..
-  ',"remaining_ttl_ms":'
-local tail = ',"scope_path":' .. jstr(scope_path) .. ',"affected_scopes":' .. affected ..
-  ',"balances":' .. balances_json(budgets, bscopes, unit)
-if caps then tail = tail .. ',"caps":' .. caps end
-tail = tail .. '}'
-
-redis.call("HSET", KEYS[2], "hash", ARGV[5], "kind", "live", "body_a", head, "body_b", tail,
-  "res_key", KEYS[3], "expires_at", istr(expires_at))
--- Kept as long as the reservation can live (extensions included) plus finalized retention.
-redis.call("PEXPIRE", KEYS[2], tonumber(ARGV[14]) + ttl + grace)
-return ok(200, head .. istr(ttl) .. tail)
+-- Kept while the reservation can be live, then idempotency ms past finalization (finalize
+-- in lib.lua sets that).
+redis.call("SET", KEYS[2], "L\n" .. short_hash(ARGV[5]) .. "\n" .. rid, "PX", tonumber(ARGV[14]) + ttl + grace)
+return ok(200, reserve_reply(rid, unit, estimate, rexp, ttl, scope_path, rbal, caps))
