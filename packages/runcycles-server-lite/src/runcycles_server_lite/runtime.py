@@ -431,6 +431,12 @@ def decode_finalized(blob: str, tenant: str, reservation_id: str) -> dict[str, s
     return rec
 
 
+async def read_reservations(store: Store, tenant: str, ids: list[str]) -> list[dict[str, str]]:
+    """The records of ``ids`` that still exist, ACTIVE or finalized, in one round trip."""
+    records, _ = await _fetch(store, tenant, ids)
+    return records
+
+
 async def read_reservation(store: Store, tenant: str, reservation_id: str) -> dict[str, str]:
     """The record of a reservation, ACTIVE or finalized; {} if there is none."""
     records, _ = await _fetch(store, tenant, [reservation_id])

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runcycles_server_lite import provisioning as prov
+from runcycles_server_lite import runtime
 from runcycles_server_lite.store import Store
 
 # Spend windows offered: name -> (window length, bucket count).
@@ -29,7 +30,6 @@ _COMMIT_LAG_MS = 86_400_000
 ACTIVE_SHOWN = 100
 SPEND_SCAN_LIMIT = 20_000
 _CHUNK = 500
-_SPEND_FIELDS = ["status", "unit", "charged", "finalized_at"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,11 +228,11 @@ async def spend_series(
         )
         if not ids:
             break
-        async with store.redis.pipeline(transaction=False) as pipe:
-            for rid in ids:
-                pipe.hmget(store.keys.reservation(tenant, rid), _SPEND_FIELDS)
-            replies: list[list[Any]] = await pipe.execute()
-        for status, unit, charged, finalized in replies:
+        # Finalized reservations are compact records (runtime.read_reservations decodes both
+        # layouts); an id whose record has expired is skipped.
+        for rec in await runtime.read_reservations(store, tenant, ids):
+            status, unit = rec.get("status"), rec.get("unit")
+            charged, finalized = rec.get("charged"), rec.get("finalized_at")
             if status != "COMMITTED" or not finalized:
                 continue
             at = int(finalized)
