@@ -401,3 +401,24 @@ def test_a_bad_webhook_key_is_refused_before_the_banner(tmp_path: Path) -> None:
     assert r.returncode == 2, r.stderr
     assert "must decode to 32 bytes" in r.stderr
     assert "serving" not in r.stdout and "Traceback" not in r.stderr
+
+
+def test_a_killed_embedded_store_is_restarted_with_its_data(served: Served) -> None:
+    """kill -9 of redis-server: the server restarts it on the same data dir (AOF replayed),
+    and the ledger written before answers again."""
+    common = ["--url", served.admin_url, "--data-dir", str(served.data_dir)]
+    assert cli("tenant", "create", "sup-acme", *common).returncode == 0
+    assert cli("budget", "set", "tenant:sup-acme", "4200", *common).returncode == 0
+    (store,) = children(served.proc.pid, "redis-server")
+    os.kill(store, signal.SIGKILL)
+    deadline = time.monotonic() + start_timeout(60)
+    while True:
+        restarted = [p for p in children(served.proc.pid, "redis-server") if p != store]
+        if restarted and http_ok(f"{served.url}/actuator/health")():
+            break
+        assert time.monotonic() < deadline, "the embedded store was not restarted"
+        time.sleep(0.2)
+    r = cli("balances", "sup-acme", *common)
+    assert r.returncode == 0, r.stderr
+    assert "4,200" in r.stdout
+    assert "restarting it on" in served.stdout.read_text()

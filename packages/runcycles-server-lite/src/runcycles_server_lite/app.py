@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -33,7 +35,26 @@ log = logging.getLogger("runcycles_server_lite")
 
 
 async def liveness(request: Request) -> Response:
-    return JSONResponse({"status": "UP"})
+    """UP while the process serves and its store answers, or has been unreachable for less
+    than ``liveness_store_grace_s``; past that, DOWN (503) so an orchestrator restarts us."""
+    svc = services(request)
+    now = time.monotonic()
+    try:
+        ok = bool(await asyncio.wait_for(svc.store.ping(), timeout=1.0))
+    except Exception:  # unreachable, timed out, or refused: all count as down
+        ok = False
+    if ok:
+        svc.store_down_since = None
+        return JSONResponse({"status": "UP"})
+    if svc.store_down_since is None:
+        svc.store_down_since = now
+    down_for = now - svc.store_down_since
+    grace = svc.settings.liveness_store_grace_s
+    body = {
+        "status": "UP" if down_for < grace else "DOWN",
+        "store_unreachable_s": round(down_for, 1),
+    }
+    return JSONResponse(body, status_code=200 if down_for < grace else 503)
 
 
 async def readiness(request: Request) -> Response:

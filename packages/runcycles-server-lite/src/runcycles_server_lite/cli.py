@@ -381,6 +381,11 @@ def serve(settings: Settings) -> int:
     print(f"  admin API:    {base}/v1/admin/...   (X-Admin-API-Key)")
     print(f"  health:       {base}/actuator/health")
     admin_server: AdminListener | None = None
+    supervisor = None
+    if embedded is not None:
+        from ._supervise import StoreSupervisor
+
+        supervisor = StoreSupervisor(embedded).start()
     try:
         if settings.admin_port is not None:
             admin_server = AdminListener(settings).start()
@@ -413,6 +418,8 @@ def serve(settings: Settings) -> int:
     finally:
         if admin_server is not None:
             admin_server.stop()
+        if supervisor is not None:
+            supervisor.stop()  # before the store is stopped on purpose
         if embedded is not None:
             embedded.stop()
         if metrics_dir is not None:

@@ -78,6 +78,9 @@ class Settings:
     fsync: str = "everysec"
     # Serve on an external Redis with AOF off (a restart loses the ledger); refused otherwise.
     allow_volatile_store: bool = False
+    # Liveness fails once the store has been unreachable this long, so that an orchestrator
+    # restarts the server (readiness fails at once; a short outage is not a reason to restart).
+    liveness_store_grace_s: float = 30.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -121,6 +124,8 @@ class Settings:
             s.max_inflight = int(env["RUNCYCLES_MAX_INFLIGHT"])
         if "RUNCYCLES_FSYNC" in env:
             s.fsync = env["RUNCYCLES_FSYNC"]
+        if "RUNCYCLES_LIVENESS_STORE_GRACE_S" in env:
+            s.liveness_store_grace_s = float(env["RUNCYCLES_LIVENESS_STORE_GRACE_S"])
         flag = env.get("RUNCYCLES_ALLOW_VOLATILE_STORE", "").strip().lower()
         s.allow_volatile_store = flag in ("1", "true", "yes", "on")
         return s

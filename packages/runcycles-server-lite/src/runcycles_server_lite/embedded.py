@@ -128,6 +128,8 @@ class EmbeddedRedis:
             "--loglevel", "warning",
             "--logfile", str(self.data_dir / "redis.log"),
         ]  # fmt: skip
+        if self._proc is not None and self._proc.stderr:
+            self._proc.stderr.close()  # a restart after the previous one died
         start = spawn if self.own_group else subprocess.Popen
         self._proc = start(
             args,
@@ -151,6 +153,17 @@ class EmbeddedRedis:
         except BaseException:
             self.stop()
             raise
+
+    @property
+    def owns_process(self) -> bool:
+        """True while this object holds a redis-server it started (running or exited)."""
+        return self._proc is not None
+
+    def exit_code(self) -> int | None:
+        """redis-server's exit status if the one this object started has exited, else None
+        (also None when it was never started, or was reused from an earlier run)."""
+        proc = self._proc
+        return None if proc is None else proc.poll()
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (redis-server flushes its AOF and exits), up to ``timeout`` seconds, then

@@ -18,6 +18,8 @@ class Services:
     settings: Settings
     store: Store
     auth: Authenticator
+    # monotonic time of the first failed liveness ping of the current outage, or None
+    store_down_since: float | None = None
 
 
 def services(request: Request) -> Services:
