@@ -12,7 +12,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -259,20 +259,26 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
     return s
 
 
+def _kept_secret(settings: Settings, name: str, make: Callable[[], str]) -> tuple[str, bool]:
+    """The secret in the data dir's file ``name``, made with ``make`` and written (0600,
+    never over an existing file) on first start. Returns (secret, newly_created)."""
+    path = settings.data_dir / name
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip(), False
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    secret = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(secret + "\n")
+    return secret, True
+
+
 def ensure_admin_key(settings: Settings) -> tuple[str, bool]:
     """The embedded-mode admin key: ADMIN_API_KEY if set, else one generated on first start
     and kept (0600) in the data dir. Returns (key, newly_created)."""
     if settings.admin_api_key:
         return settings.admin_api_key, False
-    path = settings.data_dir / ADMIN_KEY_FILE
-    if path.exists():
-        return path.read_text(encoding="utf-8").strip(), False
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = "cyc_admin_" + secrets.token_urlsafe(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(key + "\n")
-    return key, True
+    return _kept_secret(settings, ADMIN_KEY_FILE, lambda: "cyc_admin_" + secrets.token_urlsafe(24))
 
 
 def ensure_webhook_key(settings: Settings) -> str:
@@ -282,15 +288,7 @@ def ensure_webhook_key(settings: Settings) -> str:
         return settings.webhook_secret_key
     from .webhooks.sealing import new_key
 
-    path = settings.data_dir / WEBHOOK_KEY_FILE
-    if path.exists():
-        return path.read_text(encoding="utf-8").strip()
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = new_key()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(key + "\n")
-    return key
+    return _kept_secret(settings, WEBHOOK_KEY_FILE, new_key)[0]
 
 
 def _export(settings: Settings) -> None:
