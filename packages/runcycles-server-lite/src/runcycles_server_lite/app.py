@@ -29,7 +29,7 @@ from .services import Services, services
 from .store import Store
 from .webhooks import api as webhooks_api
 from .webhooks.dispatcher import Dispatcher
-from .webhooks.sealing import SecretBox
+from .webhooks.sealing import box_for
 
 log = logging.getLogger("runcycles_server_lite")
 
@@ -96,8 +96,7 @@ def create_app(settings: Settings, *, admin_only: bool = False) -> Starlette:
     if not settings.redis_url:
         raise ValueError("settings.redis_url is required (start the embedded store first)")
     store = Store.from_url(settings.redis_url, prefix=settings.key_prefix)
-    if settings.webhook_secret_key:
-        store.secret_box = SecretBox.from_text(settings.webhook_secret_key)
+    store.secret_box = box_for(settings.webhook_secret_key)
     svc = Services(
         settings=settings,
         store=store,

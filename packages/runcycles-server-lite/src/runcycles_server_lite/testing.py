@@ -46,7 +46,7 @@ from .app import create_app
 from .config import Settings
 from .embedded import EmbeddedRedis
 from .store import Store
-from .webhooks.sealing import SecretBox
+from .webhooks.sealing import box_for
 
 __all__ = [
     "TIMEOUT_SCALE_ENV",
@@ -95,8 +95,7 @@ class ServerHandle:
 
         async def go() -> None:
             store = Store.from_url(self.redis_url, prefix=self.settings.key_prefix)
-            if self.settings.webhook_secret_key:
-                store.secret_box = SecretBox.from_text(self.settings.webhook_secret_key)
+            store.secret_box = box_for(self.settings.webhook_secret_key)
             try:
                 result.append(await fn(store))
             finally:

@@ -17,7 +17,15 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["SEALED_PREFIX", "SecretBox", "SecretUnavailable", "new_key", "open_secret", "seal"]
+__all__ = [
+    "SEALED_PREFIX",
+    "SecretBox",
+    "SecretUnavailable",
+    "box_for",
+    "new_key",
+    "open_secret",
+    "seal",
+]
 
 SEALED_PREFIX = "aesgcm:v1:"
 _NONCE_BYTES = 12
@@ -71,6 +79,11 @@ class SecretBox:
                 "WEBHOOK_SECRET_ENCRYPTION_KEY"
             ) from None
         return plain.decode()
+
+
+def box_for(key: str | None) -> SecretBox | None:
+    """The box for a configured ``WEBHOOK_SECRET_ENCRYPTION_KEY``, or None when there is none."""
+    return SecretBox.from_text(key) if key else None
 
 
 def seal(box: SecretBox | None, secret: str, subscription_id: str) -> str:
