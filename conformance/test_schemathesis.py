@@ -18,7 +18,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from upstream import ADMIN_SPEC, NOT_IMPLEMENTED, RUNTIME_SPEC, load
 
-from runcycles_server_lite.admin_models import Permission
+from runcycles_server_lite.admin.models import Permission
 from runcycles_server_lite.testing import ServerHandle, running_server
 
 MAX_EXAMPLES = 12

@@ -78,7 +78,7 @@ async def _record(
     error_code: str | None,
     response: Response | None,
 ) -> None:
-    from .admin_common import iso
+    from .admin.common import iso
 
     svc = services(request)
     tenant, key_id = _actor(request, status)
@@ -164,7 +164,7 @@ def _time_param(request: Request, name: str) -> int | None:
 
 async def list_audit_logs(request: Request) -> Response:
     """GET /v1/admin/audit/logs: filtered, newest first, cursor-paged."""
-    from .admin_common import contains, field_key, page, search_param
+    from .admin.common import contains, field_key, page, search_param
 
     svc = services(request)
     svc.auth.require_admin(request)

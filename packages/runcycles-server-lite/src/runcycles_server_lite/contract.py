@@ -3,8 +3,8 @@
 ``GET /openapi.json`` serves it (public, on the main and the admin port: it holds no data, only
 the shapes). Every operation this server implements is listed in :data:`OPERATIONS` with the
 request model it validates and the response model of each status it can answer; the schemas
-are pydantic's JSON Schemas of those models (:mod:`.models`, :mod:`.admin_models`,
-:mod:`.policies`, :mod:`.responses`, :mod:`.admin_responses`), named as the Cycles Protocol
+are pydantic's JSON Schemas of those models (:mod:`.models`, :mod:`.admin.models`,
+:mod:`.policies`, :mod:`.responses`, :mod:`.admin.responses`), named as the Cycles Protocol
 names them (``Admin`` prefixes where the admin plane's schema of a name differs).
 
 The project's own tests check the app's routes and every rendered body against this document;
@@ -25,12 +25,12 @@ from pydantic_core import core_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import admin_models as am
-from . import admin_responses as ar
 from . import event_responses as er
 from . import models as rm
 from . import policies
 from . import responses as rr
+from .admin import models as am
+from .admin import responses as ar
 from .http import JSONResponse
 from .webhooks import models as wm
 from .webhooks import responses as wr

@@ -1,6 +1,6 @@
 """Event response models (admin spec v0.1.25 ``Event`` and ``EventListResponse``).
 
-Like :mod:`.admin_responses`, these describe the bodies the handlers render (``events.render``
+Like :mod:`.admin.responses`, these describe the bodies the handlers render (``events.render``
 of a stored stream entry, paged by :mod:`.events_api`) for the served contract; they are not
 used to build responses.
 """
@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictBool, StrictInt, StrictStr
 
-from .admin_responses import (
+from .admin.responses import (
     AccessControlStats,
     BudgetCounts,
     DebtScope,

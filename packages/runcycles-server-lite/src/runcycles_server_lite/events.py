@@ -243,7 +243,7 @@ def entry_key(entry_id: str) -> tuple[int, int]:
 
 
 def iso_ms(ms: int) -> str:
-    from .admin_common import iso
+    from .admin.common import iso
 
     text = iso(ms)
     assert text is not None

@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from . import events
-from .admin_common import page, search_param
+from .admin.common import page, search_param
 from .errors import ProtocolError, invalid
 from .http import JSONResponse, raw_json_response
 from .provisioning import check_tenant_id

@@ -16,8 +16,8 @@ from pydantic import Field, StrictInt, StrictStr
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .admin_common import caller, iso, page
-from .admin_models import OveragePolicy, TtlMs, _Model, parse
+from .admin.common import caller, iso, page
+from .admin.models import OveragePolicy, TtlMs, _Model, parse
 from .auth import POLICIES_READ, POLICIES_WRITE
 from .errors import ProtocolError, invalid
 from .http import JSONResponse, read_json

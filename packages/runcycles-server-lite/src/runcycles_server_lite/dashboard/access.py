@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from runcycles_server_lite import events
-from runcycles_server_lite.admin_common import ADMIN_PRINCIPAL
+from runcycles_server_lite.admin.common import ADMIN_PRINCIPAL
 from runcycles_server_lite.auth import (
     BUDGETS_READ,
     BUDGETS_WRITE,

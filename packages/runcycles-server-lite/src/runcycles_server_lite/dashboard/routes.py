@@ -25,7 +25,7 @@ from starlette.staticfiles import StaticFiles
 from runcycles_core.amounts import MONEY_UNIT, parse_amount
 from runcycles_server_lite import provisioning as prov
 from runcycles_server_lite._body import read_limited
-from runcycles_server_lite.admin_common import budget_wire, fund_wire
+from runcycles_server_lite.admin.common import budget_wire, fund_wire
 from runcycles_server_lite.audit import audited
 from runcycles_server_lite.auth import client_ip
 from runcycles_server_lite.errors import ProtocolError, invalid

@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from runcycles_server_lite import events
-from runcycles_server_lite.admin_common import caller, field_key, page, require_admin, search_param
+from runcycles_server_lite.admin.common import caller, field_key, page, require_admin, search_param
 from runcycles_server_lite.audit import audited
 from runcycles_server_lite.errors import ProtocolError, invalid
 from runcycles_server_lite.http import JSONResponse, read_json, request_ids

@@ -15,7 +15,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from runcycles_server_lite.admin_common import bulk_gate, replayable_bulk, require_admin
+from runcycles_server_lite.admin.common import bulk_gate, replayable_bulk, require_admin
 from runcycles_server_lite.errors import invalid
 from runcycles_server_lite.http import read_json, request_ids
 from runcycles_server_lite.models import parse

@@ -89,7 +89,7 @@ def enqueue(pipe: Any, store: Store, owner: str, rec: Mapping[str, str], due: in
 
 def wire(rec: Mapping[str, str]) -> dict[str, Any]:
     """A stored record as the spec's WebhookDelivery."""
-    from runcycles_server_lite.admin_common import iso
+    from runcycles_server_lite.admin.common import iso
 
     out: dict[str, Any] = {
         "delivery_id": rec["delivery_id"],

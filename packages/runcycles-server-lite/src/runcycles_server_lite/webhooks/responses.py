@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictBool, StrictInt, StrictStr
 
-from runcycles_server_lite.admin_responses import BulkActionRowOutcome, Time, _Open, _Out
+from runcycles_server_lite.admin.responses import BulkActionRowOutcome, Time, _Open, _Out
 from runcycles_server_lite.event_responses import EmittedEventType
 from runcycles_server_lite.responses import TraceId
 

@@ -106,7 +106,7 @@ def retry_policy(record: Mapping[str, str]) -> RetryPolicy:
 
 def wire(record: Mapping[str, str]) -> dict[str, Any]:
     """A stored record as the spec's WebhookSubscription (no secret; header values masked)."""
-    from runcycles_server_lite.admin_common import iso
+    from runcycles_server_lite.admin.common import iso
 
     types, cats = selectors(record)
     out: dict[str, Any] = {

@@ -7,17 +7,18 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import provisioning as prov
-from .admin_common import (
+from runcycles_server_lite import provisioning as prov
+from runcycles_server_lite.auth import Principal
+from runcycles_server_lite.errors import ProtocolError, invalid
+from runcycles_server_lite.http import JSONResponse, read_json
+from runcycles_server_lite.services import services
+
+from .common import (
     drop_none,
     iso,
     loads_or,
     require_admin,
 )
-from .auth import Principal
-from .errors import ProtocolError, invalid
-from .http import JSONResponse, read_json
-from .services import services
 
 # -- auth ------------------------------------------------------------------------------------
 _CAPABILITIES = (

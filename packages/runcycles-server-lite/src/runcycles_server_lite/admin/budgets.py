@@ -8,8 +8,14 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import provisioning as prov
-from .admin_common import (
+from runcycles_server_lite import provisioning as prov
+from runcycles_server_lite.auth import BUDGETS_READ, BUDGETS_WRITE
+from runcycles_server_lite.errors import ProtocolError, invalid
+from runcycles_server_lite.http import JSONResponse, read_json
+from runcycles_server_lite.keys import UNITS
+from runcycles_server_lite.services import Services
+
+from .common import (
     bool_param,
     budget_wire,
     bulk_gate,
@@ -27,7 +33,7 @@ from .admin_common import (
     to_ms,
     unit_param,
 )
-from .admin_models import (
+from .models import (
     BudgetBulkAction,
     BudgetCreate,
     BudgetFunding,
@@ -36,11 +42,6 @@ from .admin_models import (
     check_unit,
     parse,
 )
-from .auth import BUDGETS_READ, BUDGETS_WRITE
-from .errors import ProtocolError, invalid
-from .http import JSONResponse, read_json
-from .keys import UNITS
-from .services import Services
 
 
 # -- budgets ---------------------------------------------------------------------------------

@@ -10,8 +10,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import provisioning as prov
-from .admin_common import (
+from runcycles_server_lite import provisioning as prov
+from runcycles_server_lite.errors import ProtocolError, invalid
+from runcycles_server_lite.http import JSONResponse, read_json
+from runcycles_server_lite.services import Services
+
+from .common import (
     bulk_gate,
     contains,
     loads_or,
@@ -22,15 +26,12 @@ from .admin_common import (
     search_param,
     tenant_wire,
 )
-from .admin_models import (
+from .models import (
     TenantBulkAction,
     TenantCreate,
     TenantUpdate,
     parse,
 )
-from .errors import ProtocolError, invalid
-from .http import JSONResponse, read_json
-from .services import Services
 
 _BULK_TARGET = {"SUSPEND": "SUSPENDED", "REACTIVATE": "ACTIVE", "CLOSE": "CLOSED"}
 

@@ -15,19 +15,20 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import provisioning as prov
-from .admin_models import (
+from runcycles_server_lite import provisioning as prov
+from runcycles_server_lite.auth import Principal
+from runcycles_server_lite.errors import ProtocolError, invalid
+from runcycles_server_lite.http import JSONResponse, raw_json_response, read_json
+from runcycles_server_lite.keys import UNITS
+from runcycles_server_lite.services import Services, services
+
+from .models import (
     BudgetBulkAction,
     TenantBulkAction,
 )
-from .auth import Principal
-from .errors import ProtocolError, invalid
-from .http import JSONResponse, raw_json_response, read_json
-from .keys import UNITS
-from .services import Services, services
 
 if TYPE_CHECKING:
-    from .webhooks.models import WebhookBulkAction
+    from runcycles_server_lite.webhooks.models import WebhookBulkAction
 
 MAX_LIMIT = 100
 DEFAULT_LIMIT = 50

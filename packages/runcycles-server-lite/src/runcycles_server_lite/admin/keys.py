@@ -6,8 +6,12 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import provisioning as prov
-from .admin_common import (
+from runcycles_server_lite import provisioning as prov
+from runcycles_server_lite.errors import ProtocolError, invalid
+from runcycles_server_lite.http import JSONResponse, read_json
+from runcycles_server_lite.services import Services
+
+from .common import (
     contains,
     drop_none,
     field_key,
@@ -20,14 +24,11 @@ from .admin_common import (
     search_param,
     to_ms,
 )
-from .admin_models import (
+from .models import (
     ApiKeyCreate,
     ApiKeyUpdate,
     parse,
 )
-from .errors import ProtocolError, invalid
-from .http import JSONResponse, read_json
-from .services import Services
 
 
 # -- API keys --------------------------------------------------------------------------------

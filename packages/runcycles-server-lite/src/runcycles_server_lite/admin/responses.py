@@ -1,6 +1,6 @@
 """Admin-plane response models (cycles-governance-admin v0.1.25 response schemas).
 
-Like :mod:`.responses`, these describe the bodies the handlers render (``admin_common``'s
+Like :mod:`.responses`, these describe the bodies the handlers render (``admin.common``'s
 ``*_wire`` helpers and the handlers' own dicts) for the served contract; they are not used to
 build responses. Timestamps are ISO-8601 strings; absent optional fields are omitted.
 """
@@ -12,7 +12,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
-from .admin_models import (
+from runcycles_server_lite.policies import PolicyCaps, RateLimits, TtlOverride
+from runcycles_server_lite.responses import SignedAmount, TraceId
+
+from .models import (
     Amount,
     ExpiryPolicy,
     FundOperation,
@@ -22,8 +25,6 @@ from .admin_models import (
     TenantStatus,
     Unit,
 )
-from .policies import PolicyCaps, RateLimits, TtlOverride
-from .responses import SignedAmount, TraceId
 
 AdminErrorCode = Literal[
     "INVALID_REQUEST",

@@ -3,8 +3,8 @@
 Same paths, payloads, status codes and error codes as the reference admin server for tenants,
 API keys, budgets (create, list, lookup, update, freeze/unfreeze, fund) and auth
 validate/introspect, so provisioning scripts written for the reference work unchanged.
-Records are written only through :mod:`provisioning`; the handlers (``admin_tenants``,
-``admin_keys``, ``admin_budgets``, ``admin_auth``, ``policies``, ``audit``) validate wire
+Records are written only through :mod:`provisioning`; the handlers (``tenants``,
+``keys``, ``budgets``, ``auth``, ``policies``, ``audit``) validate wire
 payloads, authorise the caller and render records. This module is the route table.
 """
 
@@ -16,8 +16,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 
-from .admin_auth import introspect, validate_key
-from .admin_budgets import (
+from runcycles_server_lite.audit import audited, list_audit_logs
+from runcycles_server_lite.policies import create_policy, list_policies, update_policy
+
+from .auth import introspect, validate_key
+from .budgets import (
     bulk_action_budgets,
     create_budget,
     freeze_budget,
@@ -27,17 +30,15 @@ from .admin_budgets import (
     unfreeze_budget,
     update_budget,
 )
-from .admin_keys import create_api_key, list_api_keys, revoke_api_key, update_api_key
-from .admin_overview import overview
-from .admin_tenants import (
+from .keys import create_api_key, list_api_keys, revoke_api_key, update_api_key
+from .overview import overview
+from .tenants import (
     bulk_action_tenants,
     create_tenant,
     get_tenant,
     list_tenants,
     update_tenant,
 )
-from .audit import audited, list_audit_logs
-from .policies import create_policy, list_policies, update_policy
 
 
 def routes() -> list[BaseRoute]:

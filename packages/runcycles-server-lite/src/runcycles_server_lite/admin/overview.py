@@ -15,12 +15,13 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import events
-from . import provisioning as prov
-from .admin_common import iso, require_admin
-from .http import JSONResponse
-from .store import Store
-from .webhooks import subscriptions as subs
+from runcycles_server_lite import events
+from runcycles_server_lite import provisioning as prov
+from runcycles_server_lite.http import JSONResponse
+from runcycles_server_lite.store import Store
+from runcycles_server_lite.webhooks import subscriptions as subs
+
+from .common import iso, require_admin
 
 _CHUNK = 500
 
