@@ -184,9 +184,32 @@ def run_store(url: str, fn: Any) -> Any:
 
 @dataclass
 class Outage:
-    """Whether a fault is in progress: only then is a 503 an acceptable answer."""
+    """Whether a fault is in progress: only then is a 503 an acceptable answer.
+
+    The outage ends, for the clients, once the fault is cleared *and* ``settle`` requests in a
+    row have succeeded: connections the server pooled before a store fault are found dead only
+    when next used, and each such first use may still be a 503.
+    """
 
     active: bool = False
+    clearing: bool = False
+    streak: int = 0
+    settle: int = 20
+
+    def begin(self) -> None:
+        self.active, self.clearing, self.streak = True, False, 0
+
+    def clear(self) -> None:
+        self.clearing = True
+
+    def success(self) -> None:
+        if self.clearing:
+            self.streak += 1
+            if self.streak >= self.settle:
+                self.active = self.clearing = False
+
+    def failure(self) -> None:
+        self.streak = 0
 
 
 @dataclass
@@ -236,9 +259,11 @@ class Load:
                 self.tally.retries += 1
             else:
                 if r.status_code == 200:
+                    self.outage.success()
                     self.tally.acked += 1
                     return r.json()
                 if r.status_code == 503 and self.outage.active:
+                    self.outage.failure()
                     self.tally.outage_503 += 1
                     self.tally.retries += 1
                 elif r.status_code >= 500:
@@ -265,7 +290,9 @@ class Load:
                 self.reserved.append(rid)
                 key = uuid.uuid4().hex
                 if (i + n) % 4 == 3:
-                    await self.call(http, f"/v1/reservations/{rid}/release", {"idempotency_key": key})
+                    await self.call(
+                        http, f"/v1/reservations/{rid}/release", {"idempotency_key": key}
+                    )
                     self.released.append(rid)
                 else:
                     body = {"idempotency_key": key, "actual": {"unit": UNIT, "amount": ACTUAL}}
@@ -276,7 +303,9 @@ class Load:
         await asyncio.gather(*(self.client(i, ops) for i in range(clients)))
 
 
-def load_in_background(load: Load, clients: int, ops: int) -> tuple[threading.Thread, list[BaseException]]:
+def load_in_background(
+    load: Load, clients: int, ops: int
+) -> tuple[threading.Thread, list[BaseException]]:
     """Run ``load`` on its own thread (the fault is injected from this one)."""
     errors: list[BaseException] = []
 
@@ -305,7 +334,11 @@ def verify(server_url: str, redis_url: str, load: Load, tally: Tally) -> None:
     with httpx.Client(base_url=server_url, headers=headers, timeout=10) as http:
         for rid in load.committed + load.released:
             r = http.get(f"/v1/reservations/{rid}")
-            statuses[rid] = r.json().get("status", f"HTTP {r.status_code}") if r.status_code == 200 else f"HTTP {r.status_code}"
+            statuses[rid] = (
+                r.json().get("status", f"HTTP {r.status_code}")
+                if r.status_code == 200
+                else f"HTTP {r.status_code}"
+            )
     missing = [r for r in load.committed if statuses[r] != "COMMITTED"]
     missing += [r for r in load.released if statuses[r] != "RELEASED"]
     tally.lost += len(missing)

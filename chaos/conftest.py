@@ -19,7 +19,7 @@ class Counts:
     abandoned: int  # reservations left behind by a crashed client
 
 
-DEFAULT = Counts(clients=20, ops=6, storm_keys=10, storm_copies=20, abandoned=20)
+DEFAULT = Counts(clients=20, ops=4, storm_keys=10, storm_copies=20, abandoned=20)
 LARGE = Counts(clients=200, ops=15, storm_keys=50, storm_copies=50, abandoned=200)
 
 
@@ -45,21 +45,36 @@ def tally_for() -> object:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not TALLIES:
         return
-    cols = ["fault injected", "count", "ops acked", "acked lost", "duplicates", "5xx (not 503 in outage)", "503 in outage"]
+    cols = [
+        "fault injected",
+        "count",
+        "ops acked",
+        "acked lost",
+        "duplicates",
+        "5xx (not 503 in outage)",
+        "503 in outage",
+    ]
     rows = [
         [t.fault, t.count, t.acked, t.lost, t.duplicates, t.bad_5xx, t.outage_503] for t in TALLIES
     ]
-    widths = [max(len(str(x)) for x in col) for col in zip(cols, *rows)]
+    widths = [max(len(str(x)) for x in col) for col in zip(cols, *rows, strict=True)]
     line = "  ".join
     tr = terminalreporter
     tr.section("chaos: faults and what the ledger kept")
-    tr.write_line(line(c.ljust(w) for c, w in zip(cols, widths)))
+    tr.write_line(line(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
     for row in rows:
-        tr.write_line(line(str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(row, widths))))
+        tr.write_line(
+            line(
+                str(x).rjust(w) if i else str(x).ljust(w)
+                for i, (x, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
     bad = [t for t in TALLIES if not t.zeros_ok()]
     for t in bad:
         tr.write_line(f"FAIL {t.fault}: {'; '.join(t.notes)[:2000]}")
-    tr.write_line("must-be-0 columns: acked lost, duplicates, 5xx" + (" -- NOT ALL 0" if bad else ": all 0"))
+    tr.write_line(
+        "must-be-0 columns: acked lost, duplicates, 5xx" + (" -- NOT ALL 0" if bad else ": all 0")
+    )
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

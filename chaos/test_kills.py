@@ -22,15 +22,15 @@ def under_load(
     """Start the load, inject the fault once some ops are acked, wait for the load to finish
     (every op retried to a definite answer), then check the ledger."""
     tenant, key = new_tenant(srv.redis_url, name)
-    outage = Outage()
+    outage = Outage(settle=counts.clients)
     load = Load(srv.url, key, tenant, tally, outage)
     thread, errors = load_in_background(load, counts.clients, counts.ops)
     try:
         poll(lambda: tally.acked >= counts.clients or not thread.is_alive(), "load under way")
-        outage.active = True
+        outage.begin()
         inject()
         tally.count += 1
-        outage.active = False
+        outage.clear()
     finally:
         thread.join(start_timeout(120))
     assert not thread.is_alive(), "load did not finish"

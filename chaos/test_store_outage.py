@@ -41,4 +41,3 @@ def test_store_connections_dropped_or_stalled(
         srv.stop()
         proxy.stop()
         redis.stop()
-
