@@ -17,10 +17,11 @@ class Counts:
     storm_keys: int  # idempotency keys in the retry storm
     storm_copies: int  # concurrent copies of each request
     abandoned: int  # reservations left behind by a crashed client
+    large: bool = False  # also the slower variants (the store killed under two workers)
 
 
 DEFAULT = Counts(clients=20, ops=4, storm_keys=10, storm_copies=20, abandoned=20)
-LARGE = Counts(clients=200, ops=15, storm_keys=50, storm_copies=50, abandoned=200)
+LARGE = Counts(clients=200, ops=15, storm_keys=50, storm_copies=50, abandoned=200, large=True)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
