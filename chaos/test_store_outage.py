@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from _harness import ExternalRedis, Server, Tally, poll
 from _proxy import DROP, STALL, FaultProxy
 from conftest import Counts
@@ -16,27 +15,27 @@ from test_kills import under_load
 from runcycles_server_lite.testing import http_ok
 
 
-@pytest.mark.parametrize("mode", [DROP, STALL])
-def test_store_connections_dropped_or_stalled(
-    tmp_path: Path, counts: Counts, tally_for: Callable[[str], Tally], mode: str
+def test_store_connections_dropped_then_stalled(
+    tmp_path: Path, counts: Counts, tally_for: Callable[[str], Tally]
 ) -> None:
     redis = ExternalRedis(tmp_path).start()
     proxy = FaultProxy(redis.port).start()
     srv = Server(tmp_path, redis_url=f"redis://127.0.0.1:{proxy.port}")
     srv.redis_url = redis.url  # the checks read Redis directly, not through the fault
-    tally = tally_for(f"store connections {mode} (proxy)")
     try:
         srv.start()
         health = http_ok(f"{srv.url}/actuator/health")
+        for mode in (DROP, STALL):  # one server for both: a start costs seconds of CI time
+            tally = tally_for(f"store connections {mode} (proxy)")
 
-        def outage() -> None:
-            seen = tally.retries
-            with proxy.fault(mode):
-                # Hold the fault until clients have felt it (a 503 or a timed-out request).
-                poll(lambda: tally.retries > seen, f"clients noticed the {mode}", timeout=30)
-            poll(health, "the server reached its store again")
+            def outage(mode: str = mode, tally: Tally = tally) -> None:
+                seen = tally.retries
+                with proxy.fault(mode):
+                    # Hold the fault until clients have felt it (a 503 or a timed-out request).
+                    poll(lambda: tally.retries > seen, f"clients noticed the {mode}", timeout=30)
+                poll(health, "the server reached its store again")
 
-        under_load(srv, tally, counts, outage, f"proxy-{mode}")
+            under_load(srv, tally, counts, outage, f"proxy-{mode}")
     finally:
         srv.stop()
         proxy.stop()
