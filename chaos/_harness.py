@@ -10,7 +10,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from bench.workload import ACTUAL, ESTIMATE, UNIT, check_ledger, provision, rese
 from runcycles_server_lite.embedded import redis_server_executable
 from runcycles_server_lite.store import Store
 from runcycles_server_lite.testing import (
+    free_port,
     group_members,
     http_ok,
     spawn,
@@ -38,13 +38,6 @@ SCRIPT = shutil.which("runcycles-server-lite") or str(
     Path(sys.executable).with_name("runcycles-server-lite")
 )
 ADMIN_KEY = "chaos-admin-key"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def clean_env(**extra: str) -> dict[str, str]:
