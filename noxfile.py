@@ -5,6 +5,7 @@
 ``python -m nox -s demo`` runs the runaway-agent demo.
 ``python -m nox -s bench`` runs the benchmarks (not part of the default run).
 ``python -m nox -s conformance`` checks the server and client against the upstream spec.
+``python -m nox -s chaos`` injects faults (kill -9, store outages) and checks the ledger.
 ``python -m nox -s browser`` drives the dashboard in headless Chromium (Debian's chromium).
 ``python -m nox -s lock`` refreshes the committed version locks under ``locks/``.
 
@@ -194,6 +195,8 @@ ENVS: dict[str, list[str]] = {
         "schemathesis>=4.3,<5",
         "jsonschema>=4.23,<5",
     ],
+    # Fault injection (chaos/): the server's console script, its redis-server, httpx clients.
+    "chaos": [*_editable(f"{CORE}[test]", f"{SERVER}[test]")],
 }
 
 # Distributions built from this checkout: never pinned in a lock.
@@ -498,6 +501,18 @@ def conformance(session: nox.Session) -> None:
     """
     _install(session, "conformance")
     _pytest(session, "conformance")
+
+
+@nox.session
+def chaos(session: nox.Session) -> None:
+    """Fault injection against the real server: kill -9 of the server and of its store, a
+    proxy dropping or stalling the store's connections, retry storms, a crashed client's
+    reservations swept; the ledger checked after each fault, a table printed at the end.
+
+    Not in the default run; .ci/run calls it. ``-- --large`` runs larger counts.
+    """
+    _install(session, "chaos")
+    _pytest(session, "chaos")
 
 
 CHROMIUM = "/usr/bin/chromium"

@@ -320,9 +320,26 @@ def app_factory() -> Starlette:
     """uvicorn factory for worker processes: settings come from the environment."""
     from .app import create_app
 
+    _exit_with_main_process()
     settings = Settings.from_env()
     logs.configure(settings.log_level, _log_format(settings))  # each worker process
     return create_app(settings)
+
+
+def _exit_with_main_process() -> None:
+    """In a ``--workers N`` worker: have the kernel SIGTERM this worker when the main process
+    dies. Killed with -9, the main process cannot stop its workers, and they kept serving
+    (and holding the port) as orphans, so a restart on the same port was refused."""
+    import multiprocessing
+
+    if multiprocessing.parent_process() is None:
+        return  # one worker: uvicorn serves in the main process itself
+    from .embedded import _die_with_parent
+
+    parent = os.getppid()
+    _die_with_parent()
+    if os.getppid() != parent:  # the main process died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def serve(settings: Settings) -> int:

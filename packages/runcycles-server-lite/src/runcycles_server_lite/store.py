@@ -15,7 +15,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .keys import Keys
 
@@ -40,8 +43,20 @@ def connect(url: str, *, max_connections: int = 256) -> aioredis.Redis | RedisCl
         return RedisCluster.from_url(plain, decode_responses=True)
     # A blocking pool queues callers once every connection is busy; the default pool raises
     # "Too many connections" instead, which surfaced as 503s under bursts of requests.
+    # A pooled connection found dead when next used (the store restarted, or the network
+    # reset it while it sat idle) is reconnected and the command sent again, up to twice:
+    # without this every such connection answered one request with a 503 long after the store
+    # was back (tests in chaos/). Re-sending is safe: every ledger write carries its own
+    # idempotency key or state check, as a client's retry would. Timeouts are not retried.
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, decode_responses=True, max_connections=max_connections, timeout=10
+        url,
+        decode_responses=True,
+        max_connections=max_connections,
+        timeout=10,
+        retry=Retry(
+            ExponentialBackoff(cap=0.2, base=0.02), 2, supported_errors=(RedisConnectionError,)
+        ),
+        retry_on_error=[RedisConnectionError],
     )
     return aioredis.Redis.from_pool(pool)
 
