@@ -53,25 +53,50 @@ async def measure(redis_url: str, calls: int = CALLS) -> list[ScopeCost]:
                 await prov.create_budget(store, tenant, s, wl.UNIT, wl.ALLOCATED)
             ctx = events.context(tenant)
 
-            async def one(i: int, tenant: str = tenant, scopes: list[str] = scopes,
-                          ctx: str = ctx) -> str:
+            async def one(
+                i: int, tenant: str = tenant, scopes: list[str] = scopes, ctx: str = ctx
+            ) -> str:
                 rid = f"res_{tenant}_{i:032x}"
-                reply = await reserve(store, Reserve(
-                    tenant=tenant, reservation_id=rid, idempotency_key=f"r{i}",
-                    payload_hash="v1:bench", amount=wl.ESTIMATE, unit=wl.UNIT, scopes=scopes,
-                    subject_json="{}", action_json='{"kind":"llm.completion","name":"x"}',
-                    metadata_json="", event_context=ctx, idempotency_ms=DAY_MS,
-                    ttl_ms=wl.TTL_MS))
+                reply = await reserve(
+                    store,
+                    Reserve(
+                        tenant=tenant,
+                        reservation_id=rid,
+                        idempotency_key=f"r{i}",
+                        payload_hash="v1:bench",
+                        amount=wl.ESTIMATE,
+                        unit=wl.UNIT,
+                        scopes=scopes,
+                        subject_json="{}",
+                        action_json='{"kind":"llm.completion","name":"x"}',
+                        metadata_json="",
+                        event_context=ctx,
+                        idempotency_ms=DAY_MS,
+                        ttl_ms=wl.TTL_MS,
+                    ),
+                )
                 if reply[0] != "OK":
                     raise RuntimeError(f"reserve.lua: {reply}")
                 return rid
 
             async def settle(i: int, rid: str, tenant: str = tenant, ctx: str = ctx) -> None:
-                reply = await commit(store, Commit(
-                    tenant=tenant, caller_tenant=tenant, reservation_id=rid,
-                    idempotency_key=f"c{i}", payload_hash="v1:bench", amount=wl.ACTUAL,
-                    unit=wl.UNIT, metrics_json="", metadata_json="", event_context=ctx,
-                    retention_ms=DAY_MS, idempotency_ms=DAY_MS))
+                reply = await commit(
+                    store,
+                    Commit(
+                        tenant=tenant,
+                        caller_tenant=tenant,
+                        reservation_id=rid,
+                        idempotency_key=f"c{i}",
+                        payload_hash="v1:bench",
+                        amount=wl.ACTUAL,
+                        unit=wl.UNIT,
+                        metrics_json="",
+                        metadata_json="",
+                        event_context=ctx,
+                        retention_ms=DAY_MS,
+                        idempotency_ms=DAY_MS,
+                    ),
+                )
                 if reply[0] != "OK":
                     raise RuntimeError(f"commit.lua: {reply}")
 

@@ -13,9 +13,9 @@ import orjson
 import redis.asyncio as aioredis
 
 from runcycles_server_lite import events
+from runcycles_server_lite.keys import Keys
 from runcycles_server_lite.ledger import Reserve
 from runcycles_server_lite.ledger import reserve as run_reserve
-from runcycles_server_lite.keys import Keys
 from runcycles_server_lite.store import Store
 
 from . import workload as wl
