@@ -14,6 +14,8 @@ import redis.asyncio as aioredis
 
 from runcycles_server_lite import events
 from runcycles_server_lite.keys import Keys
+from runcycles_server_lite.ledger import Reserve
+from runcycles_server_lite.ledger import reserve as run_reserve
 from runcycles_server_lite.store import Store
 
 from . import workload as wl
@@ -190,45 +192,29 @@ async def evalsha_cell(served: Served, target: str, clients: int, spec: CellSpec
 
         else:
             await wl.provision(store, tenant)
-            k = store.keys
             scopes = [f"tenant:{tenant}", f"tenant:{tenant}/workspace:bench"]
             events_ctx = events.context(tenant)
+            subject = orjson.dumps({"tenant": tenant, "workspace": "bench"}).decode()
 
             async def op(i: int) -> int:
-                rid = f"res_{tenant}_{i:032x}"
-                idem = f"raw-{i}"
-                keys = [
-                    k.tenant(tenant),
-                    k.idempotency(tenant, "reserve", idem),
-                    k.reservation(tenant, rid),
-                    k.reservation_index(tenant),
-                    k.reservation_expiry(tenant),
-                    k.budgets(tenant),
-                    *(k.budget(tenant, s, wl.UNIT) for s in scopes),
-                    k.events(tenant),
-                ]
-                args: list[str | int] = [
-                    "live",
-                    tenant,
-                    rid,
-                    idem,
-                    "v1:bench",
-                    str(wl.ESTIMATE),
-                    wl.UNIT,
-                    str(wl.TTL_MS),
-                    "5000",
-                    "",
-                    orjson.dumps({"tenant": tenant, "workspace": "bench"}).decode(),
-                    '{"kind":"llm.completion","name":"openai:gpt-4o"}',
-                    "",
-                    str(30 * 24 * 3600 * 1000),
-                    str(24 * 3600 * 1000),
-                    "USD_MICROCENTS,TOKENS,CREDITS,RISK_POINTS",
-                    str(len(scopes)),
-                    *scopes,
-                    events_ctx,
-                ]
-                reply = await store.run("reserve", keys, args)
+                # The server's own call builder: the same KEYS/ARGV an HTTP reserve sends.
+                r = Reserve(
+                    tenant=tenant,
+                    reservation_id=f"res_{tenant}_{i:032x}",
+                    idempotency_key=f"raw-{i}",
+                    payload_hash="v1:bench",
+                    amount=wl.ESTIMATE,
+                    unit=wl.UNIT,
+                    scopes=scopes,
+                    subject_json=subject,
+                    action_json='{"kind":"llm.completion","name":"openai:gpt-4o"}',
+                    metadata_json="",
+                    event_context=events_ctx,
+                    idempotency_ms=30 * 24 * 3600 * 1000,
+                    ttl_ms=wl.TTL_MS,
+                    grace_ms=5000,
+                )
+                reply = await run_reserve(store, r)
                 if reply[0] != "OK":
                     raise RuntimeError(f"reserve.lua: {reply}")
                 counts.reserved += 1

@@ -32,11 +32,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from . import auth as perms
-from . import events, metrics
+from . import events, ledger, metrics
 from .denials import denial_message
 from .errors import ProtocolError, invalid
 from .http import JSONResponse, raw_json_response, read_json, request_ids
 from .keys import SUBJECT_LEVELS, UNITS
+from .ledger import EVALUATION_IDEMPOTENCY_TTL_MS, UNITS_CSV
 from .models import (
     CommitRequest,
     DecisionRequest,
@@ -60,9 +61,6 @@ from .services import Services, services
 from .store import Store
 from .sweeper import Sweeper
 
-UNITS_CSV = ",".join(UNITS)
-# Idempotency records of non-persisting evaluations (dry run, decide).
-EVALUATION_IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 STATUSES = ("ACTIVE", "COMMITTED", "RELEASED", "EXPIRED")
 SORT_KEYS = (
     "reservation_id",
@@ -149,40 +147,27 @@ async def create_reservation(request: Request) -> Response:
     tenant = principal.tenant
     _check_subject_tenant(req.subject.tenant, tenant)
     scopes = derive_scopes(req.subject)
-    k = svc.store.keys
-    rid = new_reservation_id(tenant)
-    keys = [
-        k.tenant(tenant),
-        k.idempotency(tenant, "reserve", req.idempotency_key),
-        k.reservation(tenant, rid),
-        k.reservation_index(tenant),
-        k.reservation_expiry(tenant),
-        k.budgets(tenant),
-        *_budget_keys(svc.store, tenant, scopes, req.estimate.unit),
-        k.events(tenant),
-    ]
-    args: list[str | int] = [
-        "dry" if req.dry_run else "live",
-        tenant,
-        rid,
-        req.idempotency_key,
-        payload_hash(req),
-        str(req.estimate.amount),
-        req.estimate.unit,
-        "" if req.ttl_ms is None else str(req.ttl_ms),
-        str(req.grace_period_ms),
-        req.overage_policy or "",
-        dumps(req.subject),
-        dumps(req.action),
-        dumps(req.metadata),
-        str(svc.settings.idempotency_ms),
-        str(EVALUATION_IDEMPOTENCY_TTL_MS),
-        UNITS_CSV,
-        str(len(scopes)),
-        *scopes,
-        events.context(tenant),
-    ]
-    reply = await svc.store.run("reserve", keys, args)
+    reply = await ledger.reserve(
+        svc.store,
+        ledger.Reserve(
+            tenant=tenant,
+            reservation_id=new_reservation_id(tenant),
+            idempotency_key=req.idempotency_key,
+            payload_hash=payload_hash(req),
+            amount=req.estimate.amount,
+            unit=req.estimate.unit,
+            scopes=scopes,
+            subject_json=dumps(req.subject),
+            action_json=dumps(req.action),
+            metadata_json=dumps(req.metadata),
+            event_context=events.context(tenant),
+            idempotency_ms=svc.settings.idempotency_ms,
+            ttl_ms=req.ttl_ms,
+            grace_ms=req.grace_period_ms,
+            overage_policy=req.overage_policy,
+            dry_run=req.dry_run,
+        ),
+    )
     metrics.record_decision("reserve", reply)
     return _script_result(reply)
 
@@ -268,27 +253,23 @@ async def commit_reservation(request: Request) -> Response:
     req = parse(CommitRequest, await read_json(request))
     _idempotency_header(request, req.idempotency_key)
     tenant = _owner_for_tenant(rid, principal.tenant)
-    k = svc.store.keys
-    keys = [
-        k.tenant(tenant),
-        k.reservation(tenant, rid),
-        k.reservation_expiry(tenant),
-        k.idempotency(tenant, "commit", req.idempotency_key),
-        k.events(tenant),
-    ]
-    args: list[str | int] = [
-        principal.tenant,
-        str(req.actual.amount),
-        req.actual.unit,
-        req.idempotency_key,
-        payload_hash(req, extra={"reservation_id": rid}),
-        dumps(req.metrics),
-        dumps(req.metadata),
-        str(svc.settings.finalized_retention_ms),
-        str(svc.settings.idempotency_ms),
-        events.context(tenant),
-    ]
-    reply = await svc.store.run("commit", keys, args)
+    reply = await ledger.commit(
+        svc.store,
+        ledger.Commit(
+            tenant=tenant,
+            caller_tenant=principal.tenant,
+            reservation_id=rid,
+            idempotency_key=req.idempotency_key,
+            payload_hash=payload_hash(req, extra={"reservation_id": rid}),
+            amount=req.actual.amount,
+            unit=req.actual.unit,
+            metrics_json=dumps(req.metrics),
+            metadata_json=dumps(req.metadata),
+            event_context=events.context(tenant),
+            retention_ms=svc.settings.finalized_retention_ms,
+            idempotency_ms=svc.settings.idempotency_ms,
+        ),
+    )
     metrics.record_settlement("committed", reply)
     return _script_result(reply)
 

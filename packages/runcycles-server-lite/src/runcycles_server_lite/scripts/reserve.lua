@@ -24,9 +24,10 @@ estimate = dnorm(estimate)
 -- Idempotent replay wins over every other check. The record is a string: "D\n<hash>\n<body>"
 -- (dry run: the response itself) or "L\n<hash>\n<reservation id>" (live: the response is
 -- rendered again from the reservation, ACTIVE or finalized).
-local idem = nil
-if redis.call("TYPE", KEYS[2]).ok == "hash" then
-  -- Written by an older server-lite: the response was stored whole.
+-- One GET serves both layouts: on a hash (written by an older server-lite, which stored the
+-- response whole) it fails with WRONGTYPE, which costs less than a TYPE on every reserve.
+local idem = redis.pcall("GET", KEYS[2])
+if type(idem) == "table" and idem.err then
   local old = redis.call("HMGET", KEYS[2], "hash", "kind", "body", "body_a", "body_b", "res_key",
     "expires_at")
   if old[1] ~= ARGV[5] then
@@ -38,8 +39,6 @@ if redis.call("TYPE", KEYS[2]).ok == "hash" then
     rttl = math.max(0, tonumber(old[7]) - now_ms())
   end
   return ok(200, old[4] .. istr(rttl) .. old[5])
-else
-  idem = redis.call("GET", KEYS[2])
 end
 if idem then
   local kind, hash, rest = string.match(idem, "^(%a)\n([^\n]*)\n(.*)$")
