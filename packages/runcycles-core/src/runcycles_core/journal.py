@@ -51,6 +51,7 @@ import logging
 import os
 import re
 import secrets
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -202,24 +203,120 @@ def _private_dir(path: Path, *, enforce: bool = True) -> Path:
     return path
 
 
-def _atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
+class _SyncTicket:
+    """One record write whose fsyncs (file, then directory) the background syncer owes."""
+
+    __slots__ = ("cancelled", "directory", "done", "error", "fd")
+
+    def __init__(self, fd: int, directory: Path) -> None:
+        self.fd = fd
+        self.directory = directory
+        self.cancelled = False
+        self.error: OSError | None = None
+        self.done = threading.Event()
+
+    def wait(self) -> None:
+        """Block until the record and its directory entry are on stable storage."""
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+
+    def cancel(self) -> None:
+        """The record is gone (settled): its fsyncs are no longer worth doing."""
+        self.cancelled = True
+
+
+class _Syncer:
+    """Group commit for ``sync="overlap"`` journals: one daemon thread fsyncs every record
+    written since it last ran (each file, then each directory once), while the writers' commit
+    requests are in flight. fsync releases the GIL, so the wait overlaps the network."""
+
+    def __init__(self) -> None:
+        self._reset()
+        if hasattr(os, "register_at_fork"):
+            # A forked child has no syncer thread and must not wait on the parent's tickets.
+            os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._cv = threading.Condition()
+        self._queue: list[_SyncTicket] = []
+        self._thread: threading.Thread | None = None
+
+    def submit(self, fd: int, directory: Path) -> _SyncTicket:
+        ticket = _SyncTicket(fd, directory)
+        with self._cv:
+            self._queue.append(ticket)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="runcycles-journal-sync", daemon=True
+                )
+                self._thread.start()
+            self._cv.notify()
+        return ticket
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue:
+                    self._cv.wait()
+                batch, self._queue = self._queue, []
+            self._sync(batch)
+
+    @staticmethod
+    def _sync(batch: list[_SyncTicket]) -> None:
+        dirs: dict[Path, list[_SyncTicket]] = {}
+        for t in batch:
+            try:
+                if not t.cancelled:
+                    os.fsync(t.fd)
+                    dirs.setdefault(t.directory, []).append(t)
+            except OSError as exc:
+                t.error = exc
+            finally:
+                os.close(t.fd)
+        for directory, tickets in dirs.items():
+            try:
+                _fsync_dir(directory)
+            except OSError as exc:
+                for t in tickets:
+                    t.error = exc
+        for t in batch:
+            t.done.set()
+
+
+_syncer = _Syncer()
+
+
+def _atomic_write(
+    path: Path, data: bytes, *, durable: bool = True, defer: bool = False
+) -> _SyncTicket | None:
+    """Write ``path`` atomically (temp file + ``os.replace``). ``durable``: fsync the file
+    before the rename and the directory after it. ``defer`` (with ``durable``): the record is
+    in place (a killed process leaves it behind) when this returns, and the fsyncs are owed by
+    the returned ticket instead, done by the background syncer."""
     tmp = path.parent / f"{_TMP_PREFIX}{secrets.token_hex(8)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    handed_off = False
     try:
         try:
             os.fchmod(fd, 0o600)  # umask can only narrow; make it exact
             os.write(fd, data)
-            if durable:
+            if durable and not defer:
                 os.fsync(fd)
+            os.replace(tmp, path)
+            if durable and defer:
+                handed_off = True
+                return _syncer.submit(fd, path.parent)
         finally:
-            os.close(fd)
-        os.replace(tmp, path)
+            if not handed_off:
+                os.close(fd)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
     if durable:
         _fsync_dir(path.parent)
+    return None
 
 
 class _Corrupt(Exception):
@@ -237,6 +334,14 @@ class CommitJournal:
         clock: epoch-seconds clock deciding which records are due (tests inject one).
         durable: fsync record writes (default). ``False`` keeps atomic renames but skips
             fsyncs, for journals that need not survive a machine crash.
+        sync: when a durable settlement's first record reaches stable storage.
+            ``"overlap"`` (default): the record is written (atomic rename; it survives the
+            process being killed) before the request leaves, and its fsyncs run while the
+            request is in flight; :meth:`settle` / :meth:`asettle` never return with the
+            record pending before they completed. ``"before_send"``: fsynced before the
+            request leaves (also survives a machine crash during the request). Every other
+            write (updates, retry floors, the switch to event mode) is fsynced before it
+            returns in both modes.
     """
 
     def __init__(
@@ -247,6 +352,7 @@ class CommitJournal:
         tenant: str,
         clock: Callable[[], float] = time.time,
         durable: bool = True,
+        sync: Literal["overlap", "before_send"] = "overlap",
     ) -> None:
         if fcntl is None:  # pragma: no cover - Windows
             raise NotImplementedError("the commit journal needs POSIX fcntl.flock")
@@ -255,6 +361,9 @@ class CommitJournal:
         # durable=False skips fsyncs: for journals that need not outlive the process
         # (journal_enabled=False), where the same code path must stay cheap.
         self.durable = durable
+        if sync not in ("overlap", "before_send"):
+            raise ValueError("sync must be 'overlap' or 'before_send'")
+        self.sync = sync
         partition = hashlib.sha256(f"{self.server_url}\n{tenant}".encode()).hexdigest()
         self.root = Path(directory)
         self.path = self.root / partition
@@ -418,12 +527,13 @@ class CommitJournal:
 
     # -- writing -------------------------------------------------------------------------
 
-    def _store(self, record: Record) -> None:
+    def _store(self, record: Record, *, defer: bool = False) -> _SyncTicket | None:
         try:
-            _atomic_write(
+            return _atomic_write(
                 self.path / record_filename(record.reservation_id),
                 _dump(record),
                 durable=self.durable,
+                defer=defer,
             )
         except OSError as exc:
             raise JournalError(exc.errno, f"commit journal write failed: {exc}") from exc
@@ -543,21 +653,38 @@ class CommitJournal:
 
     @contextlib.contextmanager
     def _journaled(self, record: Record, report: ReplayReport) -> Iterator[None]:
-        """Hold ``record``'s lock and store it; on journal I/O failure, log and carry on."""
+        """Hold ``record``'s lock and store it; on journal I/O failure, log and carry on.
+
+        With ``sync="overlap"`` the store's fsyncs run while the body (the settlement request)
+        does; on the way out they are awaited if the record is still pending (the caller is
+        about to be told it is durable) and dropped if it was settled.
+        """
+        name = record_filename(record.reservation_id)
+        ticket: _SyncTicket | None = None
         with contextlib.ExitStack() as stack:
             try:
-                stack.enter_context(
-                    self._locked(record_filename(record.reservation_id), blocking=True)
-                )
-                self._store(record)
+                stack.enter_context(self._locked(name, blocking=True))
+                ticket = self._store(record, defer=self.sync == "overlap")
             except OSError as exc:
-                logger.error(
-                    "commit journal: cannot journal %s, settling anyway: %s",
-                    record.reservation_id,
-                    exc,
-                )
-                report.journal_errors.append(str(exc))
-            yield
+                self._journal_error(record, exc, report)
+            try:
+                yield
+            finally:
+                if ticket is not None:
+                    if (self.path / name).exists():
+                        try:
+                            ticket.wait()
+                        except OSError as exc:
+                            self._journal_error(record, exc, report)
+                    else:
+                        ticket.cancel()
+
+    @staticmethod
+    def _journal_error(record: Record, exc: OSError, report: ReplayReport) -> None:
+        logger.error(
+            "commit journal: cannot journal %s, settling anyway: %s", record.reservation_id, exc
+        )
+        report.journal_errors.append(str(exc))
 
     def _apply_guarded(
         self, record: Record, outcome: Outcome, report: ReplayReport
