@@ -224,12 +224,17 @@ class CyclesModel(BaseModel):
 
     @classmethod
     def _wire_names(cls) -> frozenset[str]:
-        return frozenset(
-            name
-            for field_name, info in cls.model_fields.items()
-            for name in (field_name, info.alias)
-            if name
-        )
+        # Per class, computed once: every nested model of every parsed response asks.
+        cached: frozenset[str] | None = cls.__dict__.get("_wire_names_cache")
+        if cached is None:
+            cached = frozenset(
+                name
+                for field_name, info in cls.model_fields.items()
+                for name in (field_name, info.alias)
+                if name
+            )
+            type.__setattr__(cls, "_wire_names_cache", cached)
+        return cached
 
     @classmethod
     def parse_response(cls: type[_M], data: Any) -> _M:
@@ -239,6 +244,10 @@ class CyclesModel(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         """The JSON object sent on the wire (unset optional fields omitted)."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def wire_bytes(self) -> bytes:
+        """:meth:`to_wire`, encoded as compact JSON (what a request body carries)."""
+        return self.__pydantic_serializer__.to_json(self, by_alias=True, exclude_none=True)
 
     def __eq__(self, other: object) -> bool:
         # Equal wire content is equal, whichever HTTP response (meta) it came from.
