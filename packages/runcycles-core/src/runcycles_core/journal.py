@@ -188,7 +188,7 @@ class ReplayReport:
         return len(self.retry_later) + len(self.not_due) + len(self.busy) + len(self.failed)
 
 
-def _fsync_dir(directory: Path) -> None:
+def _fsync_dir(directory: str | os.PathLike[str]) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -208,7 +208,7 @@ class _SyncTicket:
 
     __slots__ = ("cancelled", "directory", "done", "error", "fd")
 
-    def __init__(self, fd: int, directory: Path) -> None:
+    def __init__(self, fd: int, directory: str) -> None:
         self.fd = fd
         self.directory = directory
         self.cancelled = False
@@ -242,7 +242,7 @@ class _Syncer:
         self._queue: list[_SyncTicket] = []
         self._thread: threading.Thread | None = None
 
-    def submit(self, fd: int, directory: Path) -> _SyncTicket:
+    def submit(self, fd: int, directory: str) -> _SyncTicket:
         ticket = _SyncTicket(fd, directory)
         with self._cv:
             self._queue.append(ticket)
@@ -264,7 +264,7 @@ class _Syncer:
 
     @staticmethod
     def _sync(batch: list[_SyncTicket]) -> None:
-        dirs: dict[Path, list[_SyncTicket]] = {}
+        dirs: dict[str, list[_SyncTicket]] = {}
         for t in batch:
             try:
                 if not t.cancelled:
@@ -288,13 +288,15 @@ _syncer = _Syncer()
 
 
 def _atomic_write(
-    path: Path, data: bytes, *, durable: bool = True, defer: bool = False
+    path: str | os.PathLike[str], data: bytes, *, durable: bool = True, defer: bool = False
 ) -> _SyncTicket | None:
     """Write ``path`` atomically (temp file + ``os.replace``). ``durable``: fsync the file
     before the rename and the directory after it. ``defer`` (with ``durable``): the record is
     in place (a killed process leaves it behind) when this returns, and the fsyncs are owed by
     the returned ticket instead, done by the background syncer."""
-    tmp = path.parent / f"{_TMP_PREFIX}{secrets.token_hex(8)}"
+    target = os.fspath(path)
+    parent = os.path.dirname(target)
+    tmp = f"{parent}/{_TMP_PREFIX}{secrets.token_hex(8)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     handed_off = False
     try:
@@ -303,19 +305,19 @@ def _atomic_write(
             os.write(fd, data)
             if durable and not defer:
                 os.fsync(fd)
-            os.replace(tmp, path)
+            os.replace(tmp, target)
             if durable and defer:
                 handed_off = True
-                return _syncer.submit(fd, path.parent)
+                return _syncer.submit(fd, parent)
         finally:
             if not handed_off:
                 os.close(fd)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+            os.unlink(tmp)
         raise
     if durable:
-        _fsync_dir(path.parent)
+        _fsync_dir(parent)
     return None
 
 
@@ -371,6 +373,8 @@ class CommitJournal:
         _private_dir(self.root, enforce=False)  # may be shared; each partition is 0700
         _private_dir(self.path)
         self._locks = _private_dir(self.path / "locks")
+        self._path_s = os.fspath(self.path)
+        self._locks_s = os.fspath(self._locks)
         self._quarantine = _private_dir(self.path / "quarantine")
 
     # -- locking -------------------------------------------------------------------------
@@ -379,7 +383,9 @@ class CommitJournal:
     def _locked(self, name: str, *, blocking: bool) -> Iterator[bool]:
         """Hold the lock of record file ``name``; yields False if busy (non-blocking only)."""
         assert fcntl is not None
-        lock_path = self._locks / (name.removesuffix(".json") + ".lock")
+        # Plain string paths: this runs twice per guarded call, and pathlib's joins cost more
+        # than the system calls.
+        lock_path = f"{self._locks_s}/{name.removesuffix('.json')}.lock"
         flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
         while True:
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -402,8 +408,9 @@ class CommitJournal:
             yield True
         finally:
             try:
-                if not (self.path / name).exists():
-                    lock_path.unlink(missing_ok=True)
+                if not os.path.exists(f"{self._path_s}/{name}"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(lock_path)
             finally:
                 os.close(fd)
 
@@ -527,10 +534,12 @@ class CommitJournal:
 
     # -- writing -------------------------------------------------------------------------
 
-    def _store(self, record: Record, *, defer: bool = False) -> _SyncTicket | None:
+    def _store(
+        self, record: Record, *, defer: bool = False, name: str | None = None
+    ) -> _SyncTicket | None:
         try:
             return _atomic_write(
-                self.path / record_filename(record.reservation_id),
+                f"{self._path_s}/{name or record_filename(record.reservation_id)}",
                 _dump(record),
                 durable=self.durable,
                 defer=defer,
@@ -579,7 +588,7 @@ class CommitJournal:
         # its replay reuses the stored idempotency key, so the server answers with the original
         # result and nothing is charged twice. Saves one fsync per settlement.
         try:
-            (self.path / name).unlink()
+            os.unlink(f"{self._path_s}/{name}")
         except FileNotFoundError:
             return False
         return True
@@ -664,20 +673,21 @@ class CommitJournal:
         with contextlib.ExitStack() as stack:
             try:
                 stack.enter_context(self._locked(name, blocking=True))
-                ticket = self._store(record, defer=self.sync == "overlap")
+                ticket = self._store(record, defer=self.sync == "overlap", name=name)
             except OSError as exc:
                 self._journal_error(record, exc, report)
             try:
                 yield
             finally:
                 if ticket is not None:
-                    if (self.path / name).exists():
+                    rid = record.reservation_id
+                    if rid in report.settled or rid in report.rejected:
+                        ticket.cancel()  # deleted: nothing left to make durable
+                    else:
                         try:
                             ticket.wait()
                         except OSError as exc:
                             self._journal_error(record, exc, report)
-                    else:
-                        ticket.cancel()
 
     @staticmethod
     def _journal_error(record: Record, exc: OSError, report: ReplayReport) -> None:

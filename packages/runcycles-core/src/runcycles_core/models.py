@@ -25,7 +25,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
     ValidationInfo,
     model_validator,
 )
@@ -211,16 +210,31 @@ class CyclesModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, use_enum_values=False)
 
-    _meta: ResponseMeta | None = PrivateAttr(default=None)
+    # The response meta lives in pydantic's private-attribute slot, set only on the model a
+    # response was parsed into: a declared PrivateAttr would make pydantic initialise private
+    # state for every nested model of every response (half the cost of parsing one).
+    def _get_meta(self) -> ResponseMeta | None:
+        private = self.__pydantic_private__
+        return None if private is None else private.get("_meta")
+
+    def _set_meta(self, value: ResponseMeta | None) -> None:
+        private = self.__pydantic_private__
+        if private is None:
+            object.__setattr__(self, "__pydantic_private__", {"_meta": value})
+        else:
+            private["_meta"] = value
+
+    _meta = property(_get_meta, _set_meta)
 
     @model_validator(mode="before")
     @classmethod
     def _drop_unknown_when_parsing(cls, data: Any, info: ValidationInfo) -> Any:
-        lenient = bool(info.context and info.context.get(_LENIENT))
-        if isinstance(data, dict) and lenient and cls.model_config.get("extra") != "allow":
-            known = cls._wire_names()
-            return {k: v for k, v in data.items() if k in known}
-        return data
+        if not isinstance(data, dict) or not info.context or not info.context.get(_LENIENT):
+            return data
+        known = cls._wire_names()
+        if cls.model_config.get("extra") == "allow" or known.issuperset(data):
+            return data
+        return {k: v for k, v in data.items() if k in known}
 
     @classmethod
     def _wire_names(cls) -> frozenset[str]:
