@@ -205,7 +205,8 @@ class CyclesConfig:
         ``_RETRY_MAX_ATTEMPTS``, ``_RETRY_INITIAL_DELAY``, ``_RETRY_MULTIPLIER``,
         ``_RETRY_MAX_DELAY``, ``_RETRY_JITTER``, ``_RETRY_FLUSH_TIMEOUT``,
         ``_RETRY_CONNECT_BUDGET``. Journal:
-        ``CYCLES_JOURNAL_ENABLED``, ``CYCLES_JOURNAL_DIR``, ``CYCLES_JOURNAL_SYNC``. Lifecycle defaults: ``CYCLES_SHADOW``,
+        ``CYCLES_JOURNAL_ENABLED``, ``CYCLES_JOURNAL_DIR``, ``CYCLES_JOURNAL_SYNC``. Lifecycle
+        defaults: ``CYCLES_SHADOW``,
         ``CYCLES_OUTAGE_POLICY`` (``fail_closed`` or ``fail_open``). Booleans accept
         true/false/1/0/yes/no/on/off; anything else is a ``ValueError``.
         """

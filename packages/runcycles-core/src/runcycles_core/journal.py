@@ -25,8 +25,12 @@ Layout::
 The partition never includes an API key, so records survive key rotation for the same tenant.
 
 Writes are atomic: a temp file in the same directory is written, fsynced, ``os.replace``-d over the
-record, and the directory is fsynced. Corrupt, truncated, unsupported-version or misnamed records
-are quarantined (logged at ERROR and listed in the :class:`ReplayReport`) and never block others.
+record, and the directory is fsynced. A settlement's first record (:meth:`CommitJournal.settle`)
+is, by default (``sync="overlap"``), renamed into place before the request leaves and fsynced by
+a background group-commit thread while the request is in flight; ``settle`` waits for that fsync
+before it returns with the record still pending, and drops it once the record is deleted.
+Corrupt, truncated, unsupported-version or misnamed records are quarantined (logged at ERROR
+and listed in the :class:`ReplayReport`) and never block others.
 
 Exactly-once replay uses one ``fcntl.flock`` lock file per record (POSIX only). Replay takes the
 lock without blocking (a record another worker holds is reported ``busy`` and skipped), re-reads

@@ -215,7 +215,8 @@ class CyclesModel(BaseModel):
     # state for every nested model of every response (half the cost of parsing one).
     def _get_meta(self) -> ResponseMeta | None:
         private = self.__pydantic_private__
-        return None if private is None else private.get("_meta")
+        meta: ResponseMeta | None = None if private is None else private.get("_meta")
+        return meta
 
     def _set_meta(self, value: ResponseMeta | None) -> None:
         private = self.__pydantic_private__
@@ -273,7 +274,7 @@ class CyclesModel(BaseModel):
     def meta(self) -> ResponseMeta | None:
         """Status, request id, trace id and rate-limit headers of the HTTP response, when
         this model came from one."""
-        return self._meta
+        return self._get_meta()
 
 
 # --- value objects -----------------------------------------------------------------------------
