@@ -452,6 +452,38 @@ def test_cr_core_001_lost_commit_response_reuses_key_async(tenant: MakeTenant) -
     assert t.journal_files() == {}
 
 
+def test_aclose_stops_the_retry_task_and_keeps_the_record(tenant: MakeTenant) -> None:
+    """Closing an async client with a settlement still pending cancels its retry task (no
+    task outlives the loop) and leaves the record journaled; a later client settles it."""
+    t = tenant()
+    wire = Wire().fail("commit", *(lose_response() for _ in range(20)))
+    seen_tasks: list[asyncio.Task[None]] = []
+
+    async def main() -> rc.AsyncGuard:
+        client = t.aclient(wire, retry_max_attempts=1)
+        async with aguard(1_000, client=client, **KIND) as g:
+            g.add_usage(55)
+        assert g.settlement is not None
+        assert g.settlement.pending
+        seen_tasks.extend(async_settler_for(client)._tasks)
+        assert seen_tasks, "a pending settlement leaves a retry task"
+        await client.aclose()
+        assert all(task.done() for task in seen_tasks)
+        return g
+
+    asyncio.run(main())
+    assert len(t.journal_files()) == 1
+    wire.faults.clear()
+
+    async def later() -> None:
+        async with t.aclient(wire) as client:
+            assert await async_settler_for(client).flush(timeout=10)
+
+    asyncio.run(later())
+    assert t.ledger()["spent"] == 55
+    assert t.journal_files() == {}
+
+
 # -- CR-CORE-002 ---------------------------------------------------------------------------------
 
 

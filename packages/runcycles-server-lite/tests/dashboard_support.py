@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
 import httpx
+import pytest
 
+from runcycles_server_lite.store import Store
 from runcycles_server_lite.testing import ServerHandle
 
 
@@ -68,6 +71,23 @@ def browser(server: ServerHandle) -> httpx.Client:
     """A client that behaves like a same-origin browser: it keeps cookies and sends the
     server's own Origin on every request (as browsers do on POST)."""
     return httpx.Client(base_url=server.base_url, timeout=10, headers={"Origin": server.base_url})
+
+
+def clear_login_failures(server: ServerHandle) -> None:
+    """Forget this machine's failed sign-ins: tests share one server and one address."""
+
+    async def clear(store: Store) -> None:
+        await store.redis.delete(store.keys.dashboard_login_failures("127.0.0.1"))
+
+    server.run_store(clear)
+
+
+@pytest.fixture
+def client(server: ServerHandle) -> Iterator[httpx.Client]:
+    """A same-origin browser on the shared server, with no failed sign-ins counted yet."""
+    clear_login_failures(server)
+    with browser(server) as c:
+        yield c
 
 
 def sign_in(client: httpx.Client, key: str) -> httpx.Response:

@@ -19,6 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from runcycles_server_lite.testing import (
+    free_port,
     group_members,
     http_ok,
     process_group,
@@ -28,13 +29,6 @@ from runcycles_server_lite.testing import (
 )
 
 SCRIPT = str(Path(sys.executable).parent / "runcycles-server-lite")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def clean_env() -> dict[str, str]:

@@ -4,27 +4,27 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 from importlib import resources
 
 import httpx
 import pytest
-from dashboard_support import browser, hidden, scope_rows, sign_in
+from dashboard_support import (
+    browser,
+    clear_login_failures,
+    client,
+    hidden,
+    scope_rows,
+    sign_in,
+)
 from runtime_support import Tenant, TenantFactory, mk
 
 from runcycles_server_lite import provisioning as prov
 from runcycles_server_lite.store import Store
 from runcycles_server_lite.testing import ServerHandle
 
-__all__ = ["mk"]
+__all__ = ["client", "mk"]
 
 USD = "USD_MICROCENTS"
-
-
-@pytest.fixture
-def client(server: ServerHandle) -> Iterator[httpx.Client]:
-    with browser(server) as c:
-        yield c
 
 
 @pytest.fixture
@@ -88,6 +88,29 @@ def test_wrong_key_is_rejected(server: ServerHandle, client: httpx.Client) -> No
         assert "set-cookie" not in r.headers
         assert "flash-error" in r.text
     assert client.get("/dashboard").status_code == 303
+
+
+def test_repeated_failed_sign_ins_are_throttled(server: ServerHandle, client: httpx.Client) -> None:
+    from runcycles_server_lite.dashboard.throttle import LIMIT
+
+    for _ in range(3):
+        assert sign_in(client, "cyc_live_" + uuid.uuid4().hex).status_code == 401
+    assert sign_in(client, server.admin_api_key).status_code == 303  # clears the count
+    client.cookies.clear()
+    for _ in range(LIMIT):
+        assert sign_in(client, "cyc_live_" + uuid.uuid4().hex).status_code == 401
+    blocked = sign_in(client, server.admin_api_key)  # even the right key now waits
+    assert blocked.status_code == 429
+    assert 1 <= int(blocked.headers["retry-after"]) <= 300
+    assert "Too many failed sign-ins" in blocked.text
+    assert "set-cookie" not in blocked.headers
+    # Scripts sending the key in a header are not throttled by the form's counter.
+    assert (
+        client.get("/dashboard", headers={"X-Admin-API-Key": server.admin_api_key}).status_code
+        == 200
+    )
+    clear_login_failures(server)
+    assert sign_in(client, server.admin_api_key).status_code == 303
 
 
 def test_a_failed_sign_in_is_an_auth_failure_event(

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
-from dashboard_support import browser, hidden, scope_rows, sign_in
+from dashboard_support import browser, client, hidden, scope_rows, sign_in
 from runtime_support import Tenant, TenantFactory, mk
 
 from runcycles_server_lite.testing import ServerHandle
 
-__all__ = ["mk"]
+__all__ = ["client", "mk"]
 
 USD = "USD_MICROCENTS"
-
-
-@pytest.fixture
-def client(server: ServerHandle) -> Iterator[httpx.Client]:
-    with browser(server) as c:
-        yield c
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from runcycles_server_lite.config import Settings
 from runcycles_server_lite.embedded import EmbeddedRedis, redis_server_executable
 from runcycles_server_lite.testing import (
     ServerHandle,
+    free_port,
     http_ok,
     running_server,
     spawn,
@@ -33,13 +33,6 @@ from runcycles_server_lite.testing import (
 )
 
 SCRIPT = str(Path(sys.executable).parent / "runcycles-server-lite")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager

@@ -17,33 +17,18 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from runtime_support import ACTION, amount
-from webhook_support import closed_port_url, receiver
+from webhook_support import LOOPBACK_OK, admin, closed_port_url, receiver, srv
 
 from runcycles_server_lite.auth import DEFAULT_PERMISSIONS
 from runcycles_server_lite.store import Store
 from runcycles_server_lite.testing import ServerHandle, running_server
 from runcycles_server_lite.webhooks.dispatcher import Dispatcher
 
+__all__ = ["admin", "srv"]  # fixtures
+
 UNIT = "USD_MICROCENTS"
 HOOKS = [*DEFAULT_PERMISSIONS, "webhooks:read", "webhooks:write", "events:read"]
-LOOPBACK_OK = {"blocked_cidr_ranges": ["10.0.0.0/8"], "allow_http": True}
 FAST_RETRY = {"max_retries": 1, "initial_delay_ms": 100, "max_delay_ms": 1000}
-
-
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
-    """A server whose dispatcher only runs when a test ticks it (every tick is a fresh
-    Dispatcher, as after a restart)."""
-    with running_server(tmp_path_factory.mktemp("hooks"), webhook_interval_s=0) as s:
-        with s.admin_client() as c:
-            assert c.put("/v1/admin/config/webhook-security", json=LOOPBACK_OK).status_code == 200
-        yield s
-
-
-@pytest.fixture
-def admin(srv: ServerHandle) -> Iterator[httpx.Client]:
-    with srv.admin_client() as c:
-        yield c
 
 
 class T:

@@ -4,32 +4,19 @@ per changed row) and the tenant-close cascade."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from webhook_support import admin, srv
 
 from runcycles_server_lite.store import Store
-from runcycles_server_lite.testing import ServerHandle, running_server
+from runcycles_server_lite.testing import ServerHandle
 from runcycles_server_lite.webhooks import subscriptions as subs
 
-LOOPBACK_OK = {"blocked_cidr_ranges": ["10.0.0.0/8"], "allow_http": True}
+__all__ = ["admin", "srv"]  # fixtures
+
 BULK = "/v1/admin/webhooks/bulk-action"
-
-
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
-    with running_server(tmp_path_factory.mktemp("bulk"), webhook_interval_s=0) as s:
-        with s.admin_client() as c:
-            assert c.put("/v1/admin/config/webhook-security", json=LOOPBACK_OK).status_code == 200
-        yield s
-
-
-@pytest.fixture
-def admin(srv: ServerHandle) -> Iterator[httpx.Client]:
-    with srv.admin_client() as c:
-        yield c
 
 
 def tenant(srv: ServerHandle) -> str:

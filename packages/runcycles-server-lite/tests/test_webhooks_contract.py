@@ -13,7 +13,7 @@ import httpx
 import pytest
 from contract_support import conforms, operation, response_schema
 from runtime_support import ACTION, amount
-from webhook_support import receiver
+from webhook_support import LOOPBACK_OK, receiver
 
 from runcycles_server_lite.auth import DEFAULT_PERMISSIONS
 from runcycles_server_lite.store import Store
@@ -21,7 +21,6 @@ from runcycles_server_lite.testing import ServerHandle, running_server
 from runcycles_server_lite.webhooks.dispatcher import Dispatcher
 
 PERMISSIONS = [*DEFAULT_PERMISSIONS, "webhooks:read", "webhooks:write", "events:read"]
-LOOPBACK_OK = {"blocked_cidr_ranges": ["10.0.0.0/8"], "allow_http": True}
 AW, ASUB = "/v1/admin/webhooks", "/v1/admin/webhooks/{subscription_id}"
 TW, TSUB = "/v1/webhooks", "/v1/webhooks/{subscription_id}"
 SEC = "/v1/admin/config/webhook-security"

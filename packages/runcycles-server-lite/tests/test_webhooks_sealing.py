@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from runtime_support import ACTION, amount
-from webhook_support import receiver
+from webhook_support import LOOPBACK_OK, receiver
 
 from runcycles_server_lite.store import Store
 from runcycles_server_lite.testing import ServerHandle, running_server
@@ -29,7 +29,6 @@ from runcycles_server_lite.webhooks.sealing import (
 from runcycles_server_lite.webhooks.subscriptions import record_key
 
 HOOKS = ["reservations:create", "webhooks:read", "webhooks:write", "events:read"]
-LOOPBACK_OK = {"blocked_cidr_ranges": ["10.0.0.0/8"], "allow_http": True}
 KEY = new_key()
 
 

@@ -1,4 +1,4 @@
-"""Real HTTP webhook receivers on loopback for the delivery tests."""
+"""Real HTTP webhook receivers on loopback, and the shared server fixture, for the webhook tests."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import orjson
+import pytest
+
+from runcycles_server_lite.testing import ServerHandle, running_server
+
+# Loopback receivers are blocked by default (SSRF guard); the tests' receivers live there.
+LOOPBACK_OK = {"blocked_cidr_ranges": ["10.0.0.0/8"], "allow_http": True}
 
 
 @dataclass
@@ -75,3 +82,19 @@ def closed_port_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}/hook"
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
+    """A server whose dispatcher only runs when a test ticks it (every tick is a fresh
+    Dispatcher, as after a restart), with loopback receivers allowed."""
+    with running_server(tmp_path_factory.mktemp("hooks"), webhook_interval_s=0) as s:
+        with s.admin_client() as c:
+            assert c.put("/v1/admin/config/webhook-security", json=LOOPBACK_OK).status_code == 200
+        yield s
+
+
+@pytest.fixture
+def admin(srv: ServerHandle) -> Iterator[httpx.Client]:
+    with srv.admin_client() as c:
+        yield c

@@ -588,7 +588,11 @@ class AsyncCyclesClient(_Operations):
         return self._view(overrides)
 
     async def aclose(self) -> None:
+        """Close the connection pool and stop this client's background settlement retries."""
         if self._owns_http:
+            settler = self.__dict__.get("_runcycles_settler")
+            if settler is not None:
+                await settler.aclose()
             await self._http.aclose()
 
     async def __aenter__(self) -> AsyncCyclesClient:

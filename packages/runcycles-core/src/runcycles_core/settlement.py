@@ -442,6 +442,21 @@ class AsyncSettler(_Base):
             await asyncio.wait(set(self._tasks), timeout=limit)
         return not self.journal.pending()
 
+    async def aclose(self) -> None:
+        """Stop the background retry task; unresolved records stay journaled for the next start.
+
+        Called by :meth:`AsyncCyclesClient.aclose`. Without it a retry task sleeping between
+        passes outlives its event loop and asyncio reports it as destroyed while pending.
+        """
+        loop = asyncio.get_running_loop()
+        tasks, self._tasks = self._tasks, set()
+        mine = [t for t in tasks if t.get_loop() is loop]
+        for task in mine:
+            task.cancel()
+        # A task of an already closed loop cannot be cancelled or awaited from here; dropping
+        # it loses nothing, the journal still holds its records.
+        await asyncio.gather(*mine, return_exceptions=True)
+
 
 # Each settler lives on its client (so both are collected together; views made with
 # with_options() share it), and one exit hook drains whichever settlers are still alive.

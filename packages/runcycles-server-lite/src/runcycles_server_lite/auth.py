@@ -70,7 +70,8 @@ _CACHE_MAX = 10_000
 _AUTH_FAILED_KEEP = 100_000
 
 
-def _client_ip(request: Request) -> str | None:
+def client_ip(request: Request) -> str | None:
+    """The peer address of ``request`` (the proxy's, unless uvicorn trusts forwarded headers)."""
     return request.client.host if request.client else None
 
 
@@ -129,7 +130,7 @@ class Authenticator:
             raise _unauthorized("admin API key is not configured on this server")
         if not hmac.compare_digest(secret_digest(supplied).encode(), self._admin_digest):
             raise _unauthorized("invalid admin API key")
-        events.set_actor(events.Actor("admin", source_ip=_client_ip(request)))
+        events.set_actor(events.Actor("admin", source_ip=client_ip(request)))
         return True
 
     def require_admin(self, request: Request) -> None:
@@ -156,7 +157,7 @@ class Authenticator:
             if exc.code == "UNAUTHORIZED":
                 await self._auth_failed(request, secret, exc.message)
             raise
-        events.set_actor(events.Actor("api_key", principal.key_id, _client_ip(request)))
+        events.set_actor(events.Actor("api_key", principal.key_id, client_ip(request)))
         # Known before the permission check, so a 403 is attributed to its tenant and key.
         state = request.scope.setdefault("state", {})
         state["tenant"] = principal.tenant
@@ -187,7 +188,7 @@ class Authenticator:
             if "suspended" in message:
                 reason = "tenant_suspended"
             data = {"failure_reason": reason}
-            ip = _client_ip(request)
+            ip = client_ip(request)
             if ip:
                 data["source_ip"] = ip
             if key_id:

@@ -33,6 +33,7 @@ Layout (``P`` is the configurable prefix, ``rc`` by default; ``T`` the tenant id
   P:admin:idem:<endpoint>:<key>      HASH  idempotency for admin calls with no tenant slot
   P:dashboard:session:<sha256(sid)>  HASH  dashboard browser session (see dashboard/session.py)
   P:dashboard:secret                 STRING cookie signing key when no admin key is configured
+  P:dashboard:login-failures:<ip>    STRING failed sign-ins from one address (dashboard/throttle.py)
 """
 
 from __future__ import annotations
@@ -182,3 +183,6 @@ class Keys:
 
     def dashboard_secret(self) -> str:
         return f"{self.prefix}:dashboard:secret"
+
+    def dashboard_login_failures(self, client: str) -> str:
+        return f"{self.prefix}:dashboard:login-failures:{client}"

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
@@ -51,6 +52,7 @@ from .webhooks.sealing import box_for
 __all__ = [
     "TIMEOUT_SCALE_ENV",
     "ServerHandle",
+    "free_port",
     "group_members",
     "http_ok",
     "process_group",
@@ -63,6 +65,14 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A loopback port free right now (for a server a test starts as a subprocess)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 @dataclass

@@ -16,7 +16,13 @@ from starlette.requests import Request
 
 from runcycles_server_lite import events
 from runcycles_server_lite.admin_common import ADMIN_PRINCIPAL
-from runcycles_server_lite.auth import BUDGETS_READ, BUDGETS_WRITE, RESERVATIONS_LIST, Principal
+from runcycles_server_lite.auth import (
+    BUDGETS_READ,
+    BUDGETS_WRITE,
+    RESERVATIONS_LIST,
+    Principal,
+    client_ip,
+)
 from runcycles_server_lite.errors import ProtocolError
 from runcycles_server_lite.keys import secret_digest
 from runcycles_server_lite.services import services
@@ -60,18 +66,14 @@ class Viewer:
         return self.is_admin
 
 
-def _client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
-
-
 def _as_admin(request: Request) -> None:
     # Events and audit entries written for this request name the admin as their actor.
-    events.set_actor(events.Actor("admin", source_ip=_client_ip(request)))
+    events.set_actor(events.Actor("admin", source_ip=client_ip(request)))
     request.scope.setdefault("state", {})["admin"] = True
 
 
 def _as_tenant(request: Request, principal: Principal) -> None:
-    events.set_actor(events.Actor("api_key", principal.key_id, _client_ip(request)))
+    events.set_actor(events.Actor("api_key", principal.key_id, client_ip(request)))
     state = request.scope.setdefault("state", {})
     state["tenant"] = principal.tenant
     state["key_id"] = principal.key_id

@@ -27,6 +27,7 @@ from runcycles_server_lite import provisioning as prov
 from runcycles_server_lite._body import read_limited
 from runcycles_server_lite.admin_common import budget_wire, fund_wire
 from runcycles_server_lite.audit import audited
+from runcycles_server_lite.auth import client_ip
 from runcycles_server_lite.errors import ProtocolError, invalid
 from runcycles_server_lite.http import JSONResponse
 from runcycles_server_lite.services import services
@@ -35,6 +36,7 @@ from . import data
 from .access import Viewer, login, viewer
 from .render import SECURITY_HEADERS, money, page
 from .session import Sessions, clear_cookie, csrf_ok, same_origin, set_cookie
+from .throttle import LoginThrottle
 
 PREFIX = "/dashboard"
 MAX_FORM_BYTES = 16 * 1024
@@ -93,12 +95,18 @@ class Dashboard:
 
     def __init__(self) -> None:
         self._sessions: Sessions | None = None
+        self._throttle: LoginThrottle | None = None
 
     def sessions(self, request: Request) -> Sessions:
         if self._sessions is None:
             svc = services(request)
             self._sessions = Sessions(svc.store, svc.settings.admin_api_key)
         return self._sessions
+
+    def throttle(self, request: Request) -> LoginThrottle:
+        if self._throttle is None:
+            self._throttle = LoginThrottle(services(request).store)
+        return self._throttle
 
     # -- plumbing -------------------------------------------------------------------------
     def guarded(self, fn: Callable[[Request, Viewer], Awaitable[Response]]) -> Handler:
@@ -154,10 +162,22 @@ class Dashboard:
     async def login_submit(self, request: Request) -> Response:
         if not same_origin(request):
             return page("error.html", _error(403, "Refused: foreign origin."), status=403)
+        throttle = self.throttle(request)
+        address = client_ip(request)
+        wait = await throttle.retry_after(address)
+        if wait is not None:
+            # Refused before the key is even looked at, so a blocked guesser learns nothing.
+            error = f"Too many failed sign-ins from this address. Try again in {wait} s."
+            return page(
+                "login.html", {"error": error}, status=429, headers={"Retry-After": str(wait)}
+            )
         form = await _form(request)
         who, cookie = await login(request, self.sessions(request), form.get("api_key", ""))
         if who is None:
+            if form.get("api_key", "").strip():
+                await throttle.failed(address)
             return page("login.html", {"error": cookie, "viewer": None}, status=401)
+        await throttle.succeeded(address)
         response = _redirect(_home(who))
         set_cookie(response, request, cookie)
         return response
