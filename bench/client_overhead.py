@@ -68,8 +68,9 @@ def measure(served: Served, calls: int, warmup: int = 30) -> tuple[list[Variant]
     tenant = "client-overhead"
     api_key = wl.provision_sync(served.redis_url, tenant)
     journals = tempfile.mkdtemp(prefix="rcbench-journal-")
-    # The journal fsyncs each commit record (file and directory) before and after the commit;
-    # on tmpfs those fsyncs are free, which isolates their cost from the rest.
+    # The journal fsyncs each commit record (file and directory): by default while the commit
+    # is in flight, with journal_sync="before_send" before it leaves; on tmpfs those fsyncs are
+    # free, which isolates their cost from the rest.
     shm = Path("/dev/shm")
     fast = tempfile.mkdtemp(prefix="rcbench-journal-", dir=shm if shm.is_dir() else None)
     guard: dict[str, Any] = {
@@ -98,16 +99,23 @@ def measure(served: Served, calls: int, warmup: int = 30) -> tuple[list[Variant]
                 return _work()
 
             fns.append(("plain httpx reserve+commit", raw))
-            for name, journal_dir, heartbeat in (
-                ("runcycles-core @cycles", f"{journals}/core", True),
-                ("runcycles-core @cycles, journal on tmpfs", fast, True),
-                ("runcycles-core @cycles, tmpfs, heartbeat=False", fast, False),
+            for name, journal_dir, heartbeat, sync in (
+                ("runcycles-core @cycles", f"{journals}/core", True, "overlap"),
+                (
+                    "runcycles-core @cycles, journal_sync=before_send",
+                    f"{journals}/strict",
+                    True,
+                    "before_send",
+                ),
+                ("runcycles-core @cycles, journal on tmpfs", fast, True, "overlap"),
+                ("runcycles-core @cycles, tmpfs, heartbeat=False", fast, False, "overlap"),
             ):
                 config = runcycles_core.CyclesConfig(
                     base_url=served.base_url,
                     api_key=api_key,
                     tenant=tenant,
                     journal_dir=journal_dir,
+                    journal_sync=sync,
                 )
                 core_client = stack.enter_context(runcycles_core.CyclesClient(config))
                 fns.append(

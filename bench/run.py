@@ -58,6 +58,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="only the Redis memory part (one 1-worker server, no load, no timings)",
     )
+    p.add_argument(
+        "--client-only",
+        action="store_true",
+        help="only the client-overhead part (one 1-worker server, --calls per variant)",
+    )
     ns = p.parse_args(argv)
     # --quick changes the defaults only; explicit values win.
     defaults = (1.0, 0.2, 60, 300) if ns.quick else (3.0, 0.5, 300, 2000)
@@ -114,6 +119,18 @@ def server_tables(
                     console.print("[dim]profiling reserve at 50 clients...[/dim]")
                     extra["profile"] = _profile(lite, spec, ns.client)
     return _throughput_tables(rows, extra), rows, extra
+
+
+def client_tables(
+    ns: argparse.Namespace, console: Console
+) -> tuple[list[Tab], list[sl.Row], dict[str, Any]]:
+    """``--client-only``: the client-overhead part on its own 1-worker server."""
+    extra: dict[str, Any] = {"ledger": []}
+    with server_lite(1) as lite:
+        console.print("[dim]client overhead...[/dim]")
+        variants, _ = client_overhead.measure(lite, ns.calls)
+        extra["ledger"].append((1, _run(_all_ledgers(lite.redis_url))))
+    return [client_table(variants), targets_table([], variants)], [], extra
 
 
 def memory_tables(
@@ -261,6 +278,7 @@ def client_table(variants: list[client_overhead.Variant]) -> Tab:
             "p99 ms",
             "added vs bare p50",
             "over plain httpx p50",
+            "÷ plain httpx p50",
             "client CPU ms/call",
         ],
         notes=[
@@ -277,6 +295,7 @@ def client_table(variants: list[client_overhead.Variant]) -> Tab:
             ms(v.pct_ms(0.99)),
             "-" if v is variants[0] else ms(p50 - bare),
             "-" if v is variants[0] or v is plain else ms(p50 - plain.pct_ms(0.5)),
+            "-" if v is variants[0] or v is plain else f"{p50 / plain.pct_ms(0.5):.2f}x",
             f"{v.cpu_per_call_s * 1000:.3f}",
         )
     return tab
@@ -476,6 +495,15 @@ def targets_table(
             f"{ms(added)} ms",
             "yes" if added <= 1 else "no",
         )
+        plain = next((v for v in variants if v.name.startswith("plain httpx")), None)
+        if plain:
+            x = ours.pct_ms(0.5) / plain.pct_ms(0.5)
+            tab.add(
+                "client lifecycle p50 ÷ plain httpx p50 (issue 13)",
+                "<= 1.25x",
+                f"{x:.2f}x",
+                "yes" if x <= 1.25 else "no",
+            )
     return tab
 
 
@@ -489,6 +517,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print()
     if ns.memory_only:
         tables, rows, extra = memory_tables(ns, console)
+    elif ns.client_only:
+        tables, rows, extra = client_tables(ns, console)
     else:
         tables, rows, extra = server_tables(ns, console)
         tables.append(client_table(extra["client"][0]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import runcycles_core as rc
@@ -116,3 +118,16 @@ def test_default_subject() -> None:
         tenant="acme", agent="other", toolset="web"
     )
     assert rc.CyclesConfig(base_url="http://x", api_key="k").default_subject() is None
+
+
+def test_journal_sync_setting_reaches_the_journal(tmp_path: Path) -> None:
+    from runcycles_core.settlement import journal_for
+
+    env = {"CYCLES_BASE_URL": "http://s", "CYCLES_API_KEY": "k", "CYCLES_TENANT": "t"}
+    assert rc.CyclesConfig.from_env(environ=env).journal_sync == "overlap"
+    strict = rc.CyclesConfig.from_env(
+        environ={**env, "CYCLES_JOURNAL_SYNC": "before_send", "CYCLES_JOURNAL_DIR": str(tmp_path)}
+    )
+    assert journal_for(strict).sync == "before_send"
+    with pytest.raises(ValueError, match="journal_sync"):
+        rc.CyclesConfig(base_url="http://s", api_key="k", journal_sync="sometimes")

@@ -76,19 +76,30 @@ class Call(Generic[T]):
         if key is not None:
             # The spec requires header and body keys to agree; both come from the one model.
             headers[IDEMPOTENCY_KEY_HEADER] = key
+        if self.body is not None:
+            headers["Content-Type"] = "application/json"
         return http.build_request(
             self.method,
             self.path,
-            json=self.body.to_wire() if self.body is not None else None,
+            content=self.body.wire_bytes() if self.body is not None else None,
             params=dict(self.params) if self.params else None,
             headers=headers,
-            timeout=httpx.Timeout(
-                connect=config.connect_timeout,
-                read=config.read_timeout,
-                write=config.write_timeout,
-                pool=config.pool_timeout,
-            ),
+            timeout=timeout_of(config),
         )
+
+
+_TIMEOUTS: dict[tuple[float, float, float, float], httpx.Timeout] = {}
+
+
+def timeout_of(config: CyclesConfig) -> httpx.Timeout:
+    """The request timeout for ``config`` (one shared instance per distinct setting)."""
+    key = (config.connect_timeout, config.read_timeout, config.write_timeout, config.pool_timeout)
+    found = _TIMEOUTS.get(key)
+    if found is None:
+        found = httpx.Timeout(connect=key[0], read=key[1], write=key[2], pool=key[3])
+        if len(_TIMEOUTS) < 64:
+            _TIMEOUTS[key] = found
+    return found
 
 
 def _int_header(headers: httpx.Headers, name: str) -> int | None:
@@ -103,7 +114,8 @@ def _int_header(headers: httpx.Headers, name: str) -> int | None:
 
 def response_meta(resp: httpx.Response, attempts: int) -> ResponseMeta:
     h = resp.headers
-    return ResponseMeta(
+    # Built from values already typed here: skip validation (every response pays for it).
+    return ResponseMeta.model_construct(
         status=resp.status_code,
         request_id=h.get("x-request-id"),
         trace_id=h.get("x-cycles-trace-id"),

@@ -58,12 +58,17 @@ class Ambiguous:
         return err
 
 
+# One generator for every call's jitter: seeding a fresh Random per call reads os.urandom each
+# time, and jitter needs no independence between calls.
+_JITTER = random.Random()
+
+
 @dataclass
 class RetryBudget:
     """Counts attempts of one call and decides the wait before the next one."""
 
     policy: RetryPolicy
-    rng: random.Random = field(default_factory=random.Random)
+    rng: random.Random = field(default_factory=lambda: _JITTER)
     attempts: int = 0
     waited: float = 0.0
     started: float = field(default_factory=time.monotonic)

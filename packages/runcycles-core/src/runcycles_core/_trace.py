@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
+import sys
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -99,9 +100,10 @@ def trace_context(
 
 def _from_opentelemetry() -> TraceContext | None:
     """The active OpenTelemetry span as a trace, if the API is installed and a span is live."""
-    try:
-        from opentelemetry import trace
-    except ImportError:
+    # No span can be active unless something imported the API already; looking it up in
+    # sys.modules avoids a failed import (a sys.path search) on every call without it.
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None:
         return None
     ctx = trace.get_current_span().get_span_context()
     if not ctx.is_valid:

@@ -109,8 +109,10 @@ class CyclesConfig:
     ``retry_*`` configure the per-call retry of ambiguous outcomes (see :class:`RetryPolicy`;
     ``retry_max_attempts`` is the number of retries after the first attempt;
     ``retry_connect_budget`` bounds, in seconds, how long a refused connection is retried).
-    ``retry_flush_timeout``, ``journal_enabled`` and ``journal_dir`` configure the durable
-    settlement journal of the lifecycle layer.
+    ``retry_flush_timeout``, ``journal_enabled``, ``journal_dir`` and ``journal_sync`` configure
+    the durable settlement journal of the lifecycle layer (``journal_sync``: ``"overlap"``, the
+    default, fsyncs a settlement's record while its commit request is in flight;
+    ``"before_send"`` fsyncs it before the request leaves; see the README's journal section).
 
     An unknown keyword (a typo such as ``retry_max_atempts=``) raises :class:`TypeError`
     naming the closest valid field and listing them all.
@@ -142,6 +144,7 @@ class CyclesConfig:
 
     journal_enabled: bool = True
     journal_dir: str | None = None
+    journal_sync: str = "overlap"
 
     # Lifecycle defaults for every guard on this client (a call's own setting wins).
     shadow: bool = False
@@ -158,6 +161,8 @@ class CyclesConfig:
         self.base_url = self.base_url.rstrip("/")
         if self.outage_policy not in ("fail_closed", "fail_open"):
             raise ValueError("outage_policy must be 'fail_closed' or 'fail_open'")
+        if self.journal_sync not in ("overlap", "before_send"):
+            raise ValueError("journal_sync must be 'overlap' or 'before_send'")
         self.retry_policy  # noqa: B018 - validates the retry settings eagerly
 
     @property
@@ -200,7 +205,8 @@ class CyclesConfig:
         ``_RETRY_MAX_ATTEMPTS``, ``_RETRY_INITIAL_DELAY``, ``_RETRY_MULTIPLIER``,
         ``_RETRY_MAX_DELAY``, ``_RETRY_JITTER``, ``_RETRY_FLUSH_TIMEOUT``,
         ``_RETRY_CONNECT_BUDGET``. Journal:
-        ``CYCLES_JOURNAL_ENABLED``, ``CYCLES_JOURNAL_DIR``. Lifecycle defaults: ``CYCLES_SHADOW``,
+        ``CYCLES_JOURNAL_ENABLED``, ``CYCLES_JOURNAL_DIR``, ``CYCLES_JOURNAL_SYNC``. Lifecycle
+        defaults: ``CYCLES_SHADOW``,
         ``CYCLES_OUTAGE_POLICY`` (``fail_closed`` or ``fail_open``). Booleans accept
         true/false/1/0/yes/no/on/off; anything else is a ``ValueError``.
         """
@@ -235,6 +241,7 @@ class CyclesConfig:
             retry_connect_budget=_env_number(env, f"{p}RETRY_CONNECT_BUDGET", 2.0),
             journal_enabled=_env_bool(env, f"{p}JOURNAL_ENABLED", True),
             journal_dir=_env_str(env, f"{p}JOURNAL_DIR"),
+            journal_sync=_env_str(env, f"{p}JOURNAL_SYNC") or "overlap",
             shadow=_env_bool(env, f"{p}SHADOW", False),
             outage_policy=_env_str(env, f"{p}OUTAGE_POLICY") or "fail_closed",
             user_agent=_env_str(env, f"{p}USER_AGENT"),

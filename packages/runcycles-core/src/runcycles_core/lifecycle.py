@@ -804,13 +804,17 @@ class _BeatScheduler:
     def schedule(self, delay_ms: float, guard: Guard) -> None:
         due = time.monotonic() + delay_ms / 1000.0
         with self._cv:
-            heapq.heappush(self._heap, (due, next(self._seq), weakref.ref(guard)))
+            entry = (due, next(self._seq), weakref.ref(guard))
+            heapq.heappush(self._heap, entry)
             if self._timer is None or not self._timer.is_alive():
                 self._timer = threading.Thread(
                     target=self._run, name="runcycles-heartbeat-timer", daemon=True
                 )
                 self._timer.start()
-            self._cv.notify()
+            if self._heap[0] is entry:
+                # Only a new earliest deadline changes how long the timer sleeps: waking it for
+                # every later one would cost each guarded call a thread switch.
+                self._cv.notify()
 
     def _run(self) -> None:
         while True:

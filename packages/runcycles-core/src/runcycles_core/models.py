@@ -25,7 +25,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
     ValidationInfo,
     model_validator,
 )
@@ -211,25 +210,46 @@ class CyclesModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, use_enum_values=False)
 
-    _meta: ResponseMeta | None = PrivateAttr(default=None)
+    # The response meta lives in pydantic's private-attribute slot, set only on the model a
+    # response was parsed into: a declared PrivateAttr would make pydantic initialise private
+    # state for every nested model of every response (half the cost of parsing one).
+    def _get_meta(self) -> ResponseMeta | None:
+        private = self.__pydantic_private__
+        meta: ResponseMeta | None = None if private is None else private.get("_meta")
+        return meta
+
+    def _set_meta(self, value: ResponseMeta | None) -> None:
+        private = self.__pydantic_private__
+        if private is None:
+            object.__setattr__(self, "__pydantic_private__", {"_meta": value})
+        else:
+            private["_meta"] = value
+
+    _meta = property(_get_meta, _set_meta)
 
     @model_validator(mode="before")
     @classmethod
     def _drop_unknown_when_parsing(cls, data: Any, info: ValidationInfo) -> Any:
-        lenient = bool(info.context and info.context.get(_LENIENT))
-        if isinstance(data, dict) and lenient and cls.model_config.get("extra") != "allow":
-            known = cls._wire_names()
-            return {k: v for k, v in data.items() if k in known}
-        return data
+        if not isinstance(data, dict) or not info.context or not info.context.get(_LENIENT):
+            return data
+        known = cls._wire_names()
+        if cls.model_config.get("extra") == "allow" or known.issuperset(data):
+            return data
+        return {k: v for k, v in data.items() if k in known}
 
     @classmethod
     def _wire_names(cls) -> frozenset[str]:
-        return frozenset(
-            name
-            for field_name, info in cls.model_fields.items()
-            for name in (field_name, info.alias)
-            if name
-        )
+        # Per class, computed once: every nested model of every parsed response asks.
+        cached: frozenset[str] | None = cls.__dict__.get("_wire_names_cache")
+        if cached is None:
+            cached = frozenset(
+                name
+                for field_name, info in cls.model_fields.items()
+                for name in (field_name, info.alias)
+                if name
+            )
+            type.__setattr__(cls, "_wire_names_cache", cached)
+        return cached
 
     @classmethod
     def parse_response(cls: type[_M], data: Any) -> _M:
@@ -239,6 +259,10 @@ class CyclesModel(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         """The JSON object sent on the wire (unset optional fields omitted)."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def wire_bytes(self) -> bytes:
+        """:meth:`to_wire`, encoded as compact JSON (what a request body carries)."""
+        return self.__pydantic_serializer__.to_json(self, by_alias=True, exclude_none=True)
 
     def __eq__(self, other: object) -> bool:
         # Equal wire content is equal, whichever HTTP response (meta) it came from.
@@ -250,7 +274,7 @@ class CyclesModel(BaseModel):
     def meta(self) -> ResponseMeta | None:
         """Status, request id, trace id and rate-limit headers of the HTTP response, when
         this model came from one."""
-        return self._meta
+        return self._get_meta()
 
 
 # --- value objects -----------------------------------------------------------------------------

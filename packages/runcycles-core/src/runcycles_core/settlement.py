@@ -117,6 +117,7 @@ def journal_for(config: CyclesConfig) -> CommitJournal:
         server_url=config.base_url,
         tenant=_principal(config),
         durable=config.journal_enabled,
+        sync="before_send" if config.journal_sync == "before_send" else "overlap",
     )
 
 
