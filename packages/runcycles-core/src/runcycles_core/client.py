@@ -145,6 +145,10 @@ _Self = TypeVar("_Self", bound="_Operations")
 _POOL_FIELDS = frozenset({"base_url", "api_key", "user_agent", "extra_headers"})
 
 
+# The attribute a client's settler lives under (runcycles_core.settlement puts it there).
+SETTLER_ATTR = "_runcycles_settler"
+
+
 class _Operations:
     """Builds the :class:`Call` for each operation; the sync/async subclasses send it."""
 
@@ -590,7 +594,7 @@ class AsyncCyclesClient(_Operations):
     async def aclose(self) -> None:
         """Close the connection pool and stop this client's background settlement retries."""
         if self._owns_http:
-            settler = self.__dict__.get("_runcycles_settler")
+            settler = self.__dict__.get(SETTLER_ATTR)
             if settler is not None:
                 await settler.aclose()
             await self._http.aclose()

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .client import AsyncCyclesClient, CyclesClient
+from .client import SETTLER_ATTR, AsyncCyclesClient, CyclesClient
 from .config import CyclesConfig, RetryPolicy
 from .errors import (
     AuthenticationError,
@@ -460,7 +460,6 @@ class AsyncSettler(_Base):
 
 # Each settler lives on its client (so both are collected together; views made with
 # with_options() share it), and one exit hook drains whichever settlers are still alive.
-_SETTLER_ATTR = "_runcycles_settler"
 _live_settlers: weakref.WeakSet[Settler] = weakref.WeakSet()
 _settlers_lock = threading.Lock()
 
@@ -476,18 +475,18 @@ atexit.register(_drain_at_exit)
 def settler_for(client: CyclesClient) -> Settler:
     """The one :class:`Settler` of ``client`` (created on first use)."""
     with _settlers_lock:
-        s: Settler | None = client.__dict__.get(_SETTLER_ATTR)
+        s: Settler | None = client.__dict__.get(SETTLER_ATTR)
         if s is None:
             s = Settler(client)
-            client.__dict__[_SETTLER_ATTR] = s
+            client.__dict__[SETTLER_ATTR] = s
         return s
 
 
 def async_settler_for(client: AsyncCyclesClient) -> AsyncSettler:
     """The one :class:`AsyncSettler` of ``client`` (created on first use)."""
     with _settlers_lock:
-        s: AsyncSettler | None = client.__dict__.get(_SETTLER_ATTR)
+        s: AsyncSettler | None = client.__dict__.get(SETTLER_ATTR)
         if s is None:
             s = AsyncSettler(client)
-            client.__dict__[_SETTLER_ATTR] = s
+            client.__dict__[SETTLER_ATTR] = s
         return s
