@@ -55,6 +55,7 @@ nox.options.sessions = [
     "autogen(oldest)",
     "autogen(latest)",
     "demo_tests",
+    "chaos",
     "langchain(latest)",
     "langchain(oldest)",
     "e2e",
@@ -509,7 +510,8 @@ def chaos(session: nox.Session) -> None:
     proxy dropping or stalling the store's connections, retry storms, a crashed client's
     reservations swept; the ledger checked after each fault, a table printed at the end.
 
-    Not in the default run; .ci/run calls it. ``-- --large`` runs larger counts.
+    Part of the default run (it needs only the clone, and mostly waits on restarts and
+    expiries, so it costs little beside the others). ``-- --large`` runs larger counts.
     """
     _install(session, "chaos")
     _pytest(session, "chaos")

@@ -17,7 +17,6 @@ CORE_TESTS = REPO / "packages" / "runcycles-core" / "tests"
 sys.path.insert(0, str(CORE_TESTS.parent))
 from tests.recovery_adapter import MODULE, REPORT_ENV, SCENARIO_TESTS  # noqa: E402
 from tests.test_recovery_scenarios import (  # noqa: E402
-    ADAPTER_GROUPS,
     CATALOG,
     CATALOG_PROFILE,
     EXECUTED_BY_ADAPTER,
@@ -26,8 +25,13 @@ from tests.test_recovery_scenarios import (  # noqa: E402
 ADAPTER = CORE_TESTS / "recovery_adapter.py"
 DURABLE_CLAIM = 12  # core + durable + boundary scenarios of profile v0.3
 # The bound tests in three pytest processes side by side (they mostly wait on leases,
-# Retry-After and child processes); the lightest group also takes the last scenario.
-GROUPS = (*ADAPTER_GROUPS[:-1], (*ADAPTER_GROUPS[-1], EXECUTED_BY_ADAPTER))
+# Retry-After and child processes), split into similar running times: the first two lean on
+# child processes.
+GROUPS = (
+    ("CR-DURABLE-006", "CR-CORE-004"),
+    ("CR-DURABLE-001", "CR-DURABLE-004", "CR-DURABLE-007", "CR-BOUNDARY-001", "CR-CORE-001"),
+    ("CR-DURABLE-003", "CR-DURABLE-002", "CR-CORE-002", "CR-CORE-003", EXECUTED_BY_ADAPTER),
+)
 
 
 def test_core_catalog_is_the_upstream_catalog() -> None:

@@ -5,125 +5,267 @@ Public names follow the official ``runcycles`` SDK where it has them, so switchi
 of import.
 """
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
+from typing import TYPE_CHECKING
 
-from ._trace import TraceContext, current_trace, trace_context
-from .amounts import describe_denial, format_amount, parse_amount
-from .caps import clamp_max_tokens, filter_tools, tool_allowed
-from .client import AsyncCyclesClient, CyclesClient
-from .config import CyclesConfig, RetryPolicy
-from .decorator import (
-    aflush,
-    aguard,
-    areserve,
-    cycles,
-    default_async_client,
-    default_client,
-    flush,
-    guard,
-    reserve,
-    set_default_client,
-    set_default_config,
-)
-from .errors import (
-    ActionDeniedError,
-    AuthenticationError,
-    BudgetClosedError,
-    BudgetDeniedError,
-    BudgetExceededError,
-    BudgetFrozenError,
-    CyclesError,
-    CyclesProtocolError,
-    CyclesTransportError,
-    CyclesUnavailableError,
-    DebtOutstandingError,
-    ForbiddenError,
-    IdempotencyMismatchError,
-    InsufficientBudgetError,
-    InvalidRequestError,
-    InvalidResponseError,
-    MaxExtensionsExceededError,
-    NotFoundError,
-    OverdraftLimitExceededError,
-    RateLimitedError,
-    ReservationExpiredError,
-    ReservationFinalizedError,
-    TenantClosedError,
-    UnauthorizedError,
-    UnitMismatchError,
-)
-from .journal import CommitJournal, JournalError
-from .lifecycle import (
-    AsyncGuard,
-    Guard,
-    GuardSpec,
-    GuardState,
-    HeartbeatFailure,
-    LifecycleError,
-    get_cycles_context,
-    stats,
-)
-from .models import (
-    Action,
-    Amount,
-    Balance,
-    BalanceResponse,
-    Caps,
-    CommitOveragePolicy,
-    CommitRequest,
-    CommitResponse,
-    CommitStatus,
-    CyclesEvidenceEnvelope,
-    CyclesEvidenceJwk,
-    CyclesEvidenceJwks,
-    CyclesEvidenceRef,
-    CyclesMetrics,
-    Decision,
-    DecisionRequest,
-    DecisionResponse,
-    ErrorCode,
-    ErrorResponse,
-    EventCreateRequest,
-    EventCreateResponse,
-    EventStatus,
-    ExtendStatus,
-    ReleaseRequest,
-    ReleaseResponse,
-    ReleaseStatus,
-    ReservationCreateRequest,
-    ReservationCreateResponse,
-    ReservationDetail,
-    ReservationEvidence,
-    ReservationExtendRequest,
-    ReservationExtendResponse,
-    ReservationListResponse,
-    ReservationStatus,
-    ReservationSummary,
-    ResponseMeta,
-    SignedAmount,
-    SortDirection,
-    StandardMetrics,
-    Subject,
-    Unit,
-    new_idempotency_key,
-)
-from .plugin import CyclesSettings, ModelCall
-from .pricing import (
-    MICROCENTS_PER_USD,
-    Estimate,
-    ModelPrice,
-    Price,
-    Pricing,
-    UnknownModelError,
-    UnknownModelPolicy,
-    Usage,
-    default_pricing,
-    estimate,
-    price,
-    set_default_pricing,
-)
-from .settlement import SettlementResult
+# Names load on first use (PEP 562): importing one light module, such as ``amounts`` for the
+# server's CLI, no longer builds every pydantic model and the HTTP client (about 0.6 s at
+# every process start). Type checkers read the imports below; the runtime map must match
+# them (tests/test_public_api.py checks).
+if TYPE_CHECKING:
+    from ._trace import TraceContext, current_trace, trace_context
+    from .amounts import describe_denial, format_amount, parse_amount
+    from .caps import clamp_max_tokens, filter_tools, tool_allowed
+    from .client import AsyncCyclesClient, CyclesClient
+    from .config import CyclesConfig, RetryPolicy
+    from .decorator import (
+        aflush,
+        aguard,
+        areserve,
+        cycles,
+        default_async_client,
+        default_client,
+        flush,
+        guard,
+        reserve,
+        set_default_client,
+        set_default_config,
+    )
+    from .errors import (
+        ActionDeniedError,
+        AuthenticationError,
+        BudgetClosedError,
+        BudgetDeniedError,
+        BudgetExceededError,
+        BudgetFrozenError,
+        CyclesError,
+        CyclesProtocolError,
+        CyclesTransportError,
+        CyclesUnavailableError,
+        DebtOutstandingError,
+        ForbiddenError,
+        IdempotencyMismatchError,
+        InsufficientBudgetError,
+        InvalidRequestError,
+        InvalidResponseError,
+        MaxExtensionsExceededError,
+        NotFoundError,
+        OverdraftLimitExceededError,
+        RateLimitedError,
+        ReservationExpiredError,
+        ReservationFinalizedError,
+        TenantClosedError,
+        UnauthorizedError,
+        UnitMismatchError,
+    )
+    from .journal import CommitJournal, JournalError
+    from .lifecycle import (
+        AsyncGuard,
+        Guard,
+        GuardSpec,
+        GuardState,
+        HeartbeatFailure,
+        LifecycleError,
+        get_cycles_context,
+        stats,
+    )
+    from .models import (
+        Action,
+        Amount,
+        Balance,
+        BalanceResponse,
+        Caps,
+        CommitOveragePolicy,
+        CommitRequest,
+        CommitResponse,
+        CommitStatus,
+        CyclesEvidenceEnvelope,
+        CyclesEvidenceJwk,
+        CyclesEvidenceJwks,
+        CyclesEvidenceRef,
+        CyclesMetrics,
+        Decision,
+        DecisionRequest,
+        DecisionResponse,
+        ErrorCode,
+        ErrorResponse,
+        EventCreateRequest,
+        EventCreateResponse,
+        EventStatus,
+        ExtendStatus,
+        ReleaseRequest,
+        ReleaseResponse,
+        ReleaseStatus,
+        ReservationCreateRequest,
+        ReservationCreateResponse,
+        ReservationDetail,
+        ReservationEvidence,
+        ReservationExtendRequest,
+        ReservationExtendResponse,
+        ReservationListResponse,
+        ReservationStatus,
+        ReservationSummary,
+        ResponseMeta,
+        SignedAmount,
+        SortDirection,
+        StandardMetrics,
+        Subject,
+        Unit,
+        new_idempotency_key,
+    )
+    from .plugin import CyclesSettings, ModelCall
+    from .pricing import (
+        MICROCENTS_PER_USD,
+        Estimate,
+        ModelPrice,
+        Price,
+        Pricing,
+        UnknownModelError,
+        UnknownModelPolicy,
+        Usage,
+        default_pricing,
+        estimate,
+        price,
+        set_default_pricing,
+    )
+    from .settlement import SettlementResult
+
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "_trace": ("TraceContext", "current_trace", "trace_context"),
+    "amounts": ("describe_denial", "format_amount", "parse_amount"),
+    "caps": ("clamp_max_tokens", "filter_tools", "tool_allowed"),
+    "client": ("AsyncCyclesClient", "CyclesClient"),
+    "config": ("CyclesConfig", "RetryPolicy"),
+    "decorator": (
+        "aflush",
+        "aguard",
+        "areserve",
+        "cycles",
+        "default_async_client",
+        "default_client",
+        "flush",
+        "guard",
+        "reserve",
+        "set_default_client",
+        "set_default_config",
+    ),
+    "errors": (
+        "ActionDeniedError",
+        "AuthenticationError",
+        "BudgetClosedError",
+        "BudgetDeniedError",
+        "BudgetExceededError",
+        "BudgetFrozenError",
+        "CyclesError",
+        "CyclesProtocolError",
+        "CyclesTransportError",
+        "CyclesUnavailableError",
+        "DebtOutstandingError",
+        "ForbiddenError",
+        "IdempotencyMismatchError",
+        "InsufficientBudgetError",
+        "InvalidRequestError",
+        "InvalidResponseError",
+        "MaxExtensionsExceededError",
+        "NotFoundError",
+        "OverdraftLimitExceededError",
+        "RateLimitedError",
+        "ReservationExpiredError",
+        "ReservationFinalizedError",
+        "TenantClosedError",
+        "UnauthorizedError",
+        "UnitMismatchError",
+    ),
+    "journal": ("CommitJournal", "JournalError"),
+    "lifecycle": (
+        "AsyncGuard",
+        "Guard",
+        "GuardSpec",
+        "GuardState",
+        "HeartbeatFailure",
+        "LifecycleError",
+        "get_cycles_context",
+        "stats",
+    ),
+    "models": (
+        "Action",
+        "Amount",
+        "Balance",
+        "BalanceResponse",
+        "Caps",
+        "CommitOveragePolicy",
+        "CommitRequest",
+        "CommitResponse",
+        "CommitStatus",
+        "CyclesEvidenceEnvelope",
+        "CyclesEvidenceJwk",
+        "CyclesEvidenceJwks",
+        "CyclesEvidenceRef",
+        "CyclesMetrics",
+        "Decision",
+        "DecisionRequest",
+        "DecisionResponse",
+        "ErrorCode",
+        "ErrorResponse",
+        "EventCreateRequest",
+        "EventCreateResponse",
+        "EventStatus",
+        "ExtendStatus",
+        "ReleaseRequest",
+        "ReleaseResponse",
+        "ReleaseStatus",
+        "ReservationCreateRequest",
+        "ReservationCreateResponse",
+        "ReservationDetail",
+        "ReservationEvidence",
+        "ReservationExtendRequest",
+        "ReservationExtendResponse",
+        "ReservationListResponse",
+        "ReservationStatus",
+        "ReservationSummary",
+        "ResponseMeta",
+        "SignedAmount",
+        "SortDirection",
+        "StandardMetrics",
+        "Subject",
+        "Unit",
+        "new_idempotency_key",
+    ),
+    "plugin": ("CyclesSettings", "ModelCall"),
+    "pricing": (
+        "MICROCENTS_PER_USD",
+        "Estimate",
+        "ModelPrice",
+        "Price",
+        "Pricing",
+        "UnknownModelError",
+        "UnknownModelPolicy",
+        "Usage",
+        "default_pricing",
+        "estimate",
+        "price",
+        "set_default_pricing",
+    ),
+    "settlement": ("SettlementResult",),
+}
+
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str) -> object:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})
+
 
 try:
     __version__ = _version("runcycles-core")

@@ -31,6 +31,12 @@ from .config import (
 )
 from .keys import UNITS
 
+# httpx imports its own command-line client (click, rich, pygments: about 0.35 s) whenever
+# those are installed, as they are here (uvicorn needs click, the admin commands rich). This
+# console script never runs httpx's CLI, so its processes (admin commands, each server worker)
+# mark that module absent, a case httpx handles, before anything imports httpx.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]  # None: "absent"
+
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
