@@ -26,10 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
-
-import httpx
-import uvicorn
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._processes import (
     TIMEOUT_SCALE_ENV,
@@ -43,11 +40,17 @@ from ._processes import (
     wait_ready,
 )
 from ._serving import uvicorn_options
-from .app import create_app
 from .config import Settings
-from .embedded import EmbeddedRedis
-from .store import Store
-from .webhooks.sealing import box_for
+
+# The server, its store client and httpx load when a server is started, not at import: the
+# process helpers above are all that test children and the recovery adapter use, and the rest
+# is about 1.3 s of every such process's start.
+if TYPE_CHECKING:
+    import httpx
+    import uvicorn
+
+    from .embedded import EmbeddedRedis
+    from .store import Store
 
 __all__ = [
     "TIMEOUT_SCALE_ENV",
@@ -93,6 +96,8 @@ class ServerHandle:
         """An httpx client for this server that sends the admin key (close it, or use
         ``with``)."""
         headers = {**self.admin_headers, **kwargs.pop("headers", {})}
+        import httpx
+
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=10, **kwargs)
 
     def run_store(self, fn: Callable[[Store], Awaitable[T]]) -> T:
@@ -104,6 +109,9 @@ class ServerHandle:
         error: list[BaseException] = []
 
         async def go() -> None:
+            from .store import Store
+            from .webhooks.sealing import box_for
+
             store = Store.from_url(self.redis_url, prefix=self.settings.key_prefix)
             store.secret_box = box_for(self.settings.webhook_secret_key)
             try:
@@ -165,6 +173,10 @@ class ServerHandle:
 def _serve_in_thread(
     settings: Settings, limit: float
 ) -> tuple[uvicorn.Server, threading.Thread, int]:
+    import uvicorn
+
+    from .app import create_app
+
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -212,6 +224,8 @@ def running_server(
         settings.redis_url = external
         settings.key_prefix = "rctest" + secrets.token_hex(4)
     elif settings.redis_url is None:
+        from .embedded import EmbeddedRedis
+
         embedded = EmbeddedRedis(data_dir, own_group=True).start()
         settings.redis_url = embedded.url
     try:
